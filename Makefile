@@ -1,0 +1,29 @@
+# Two commands a newcomer needs: `make train` and `make test`. Both create .venv and install on first use.
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PYTEST_FAST := -m "not slow and not multiprocess and not slurm"
+
+.PHONY: install train test test-fast clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# This pair ships as local files on our machines; elsewhere pip downloads it (a CUDA build that also runs on CPU).
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+train: install  ## train the default experiment (digits MLP) and print its test metrics and run directory
+	$(BIN)/chainrule-train $(ARGS)
+
+test: install  ## the whole suite: unit, multi-process (DDP) and SLURM tests
+	$(BIN)/pytest $(ARGS)
+
+test-fast: install  ## unit tests only (under 3 minutes)
+	$(BIN)/pytest $(PYTEST_FAST) $(ARGS)
+
+clean:
+	rm -rf logs outputs multirun wandb .pytest_cache

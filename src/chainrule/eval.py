@@ -1,0 +1,38 @@
+"""`chainrule-eval ckpt_path=...`: test a checkpoint on the test split of the run that wrote it."""
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from chainrule import builders
+from chainrule.checkpointing import load_run_config
+from chainrule.hydra_app import config_dir, run, user_errors
+from chainrule.reporting import print_results
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Rebuild data and task from the config stored in `cfg.ckpt_path`, load its weights, and test.
+
+    The trainer and loggers come from the eval config, so a GPU-trained checkpoint can be tested on CPU.
+    """
+    run_cfg = OmegaConf.create(load_run_config(cfg.ckpt_path))
+    datamodule = builders.build_datamodule(run_cfg)
+    task = builders.build_task(run_cfg, datamodule)
+    trainer = builders.build_trainer(cfg, callbacks=[], loggers=builders.build_loggers(cfg))
+    trainer.test(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    print_results("test", metrics, {"checkpoint": cfg.ckpt_path, "run directory": cfg.paths.output_dir})
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        evaluate(cfg)
+
+
+def cli() -> None:
+    run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,70 @@
+"""Running a Hydra app the chainrule way: configs found in source or installed layouts, choices checked
+before anything starts, and user errors shown as one message instead of a traceback."""
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
+
+from chainrule.errors import ChainruleError, unknown_choice
+
+
+def config_dir() -> Path:
+    """`conf/` inside an installed wheel, else the repository's `conf/` (editable/source checkout)."""
+    packaged = Path(__file__).parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+class UserError(CompactHydraException):
+    """Hydra prints a CompactHydraException as its message alone, without a stack trace."""
+
+
+def check_group_choices(overrides: list[str], conf: Path) -> None:
+    """Fail on `group=option` overrides naming an option that has no YAML file, listing the valid ones.
+
+    Hydra reports this too, but only after composing and over several lines; this check is one line.
+    """
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    except OverrideParseException:
+        return  # Hydra reports malformed overrides itself
+    for override in parsed:
+        group = override.key_or_group
+        folder = conf / group
+        if override.is_delete() or not folder.is_dir() or group.startswith("hydra"):
+            continue
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        choices = sorted(p.stem for p in folder.glob("*.yaml"))
+        for value in values:
+            if isinstance(value, str) and value not in choices and value != "null":
+                raise unknown_choice(group.replace("/", "."), value, choices)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn chainrule's errors (also when raised inside `instantiate`) into one-message Hydra errors."""
+    try:
+        yield
+    except ChainruleError as error:
+        raise UserError(str(error)) from None
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ChainruleError):
+            raise UserError(str(error.__cause__)) from None
+        raise
+
+
+def run(app: Callable[[], object], argv: list[str] | None = None) -> None:
+    """Check the command line, then run a `hydra.main`-decorated `app`."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        check_group_choices(argv, config_dir())
+    except ChainruleError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"chainrule: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    app()

@@ -1,0 +1,87 @@
+"""The LightningModule: one model, one loss, metrics per split, and the optimizer/schedule wiring."""
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torchmetrics import Metric, MetricCollection
+
+from chainrule.errors import unknown_choice
+from chainrule.init import initialize
+from chainrule.optim import build_optimizer
+from chainrule.schedules import SchedulerConfig
+
+TARGETS = ("label", "input")
+
+
+class Task(L.LightningModule):
+    """Trains `model` to minimize `loss(model(x), target)` by backpropagation.
+
+    target: `label` trains on the data's targets; `input` reconstructs the input (labels unused).
+    optimizer: called with parameter groups (see chainrule.optim); scheduler: called with the optimizer
+    and the total number of optimizer steps. l1_weight adds l1_weight x sum|w| over decayed weights.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., SchedulerConfig],
+        metrics: Mapping[str, Metric] | None = None,
+        target: str = "label",
+        init: str = "default",
+        l1_weight: float = 0.0,
+    ):
+        super().__init__()
+        if target not in TARGETS:
+            raise unknown_choice("task.target", target, list(TARGETS))
+        initialize(model, init)
+        self.model = model
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.target = target
+        self.l1_weight = l1_weight
+        collection = MetricCollection(dict(metrics or {}))
+        self.train_metrics = collection.clone(prefix="train/")
+        self.val_metrics = collection.clone(prefix="val/")
+        self.test_metrics = collection.clone(prefix="test/")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
+        x, y = batch
+        target = x if self.target == "input" else y
+        output = self.model(x)
+        loss = self.loss(output, target)
+        metrics: MetricCollection = getattr(self, f"{split}_metrics")
+        metrics.update(output.detach(), target)
+        on_step = split == "train"
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step,
+                 batch_size=len(x))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=len(x))
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._shared_step(batch, "train")
+        if self.l1_weight:
+            penalty = sum(p.abs().sum() for p in self.model.parameters() if p.ndim >= 2)
+            self.log("train/l1_penalty", penalty, on_step=True, on_epoch=False)
+            loss = loss + self.l1_weight * penalty
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.optimizer_factory, self.model)
+        schedule = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": schedule} if schedule else {"optimizer": optimizer}

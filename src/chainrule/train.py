@@ -1,0 +1,57 @@
+"""`chainrule-train`: compose the config, build data, task and trainer, then fit and test."""
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from chainrule import builders
+from chainrule.hydra_app import config_dir, run, user_errors
+from chainrule.reporting import print_config_tree, print_results
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit on the train split (validating each epoch), then test the best checkpoint.
+
+    Returns the final train/val/test metrics by name.
+    """
+    print_config_tree(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = builders.build_datamodule(cfg)
+    task = builders.build_task(cfg, datamodule)
+    trainer = builders.build_trainer(cfg, builders.build_callbacks(cfg), builders.build_loggers(cfg))
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    if cfg.train:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = dict(trainer.callback_metrics)
+
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    if cfg.test:
+        trainer.test(task, datamodule=datamodule, ckpt_path=best or cfg.ckpt_path)
+        metrics.update(trainer.callback_metrics)
+
+    metrics = {name: float(value) for name, value in metrics.items()}
+    print_results(
+        "results",
+        {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))},
+        {"run directory": cfg.paths.output_dir, "best checkpoint": best},
+    )
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors():
+        metrics = train(cfg)
+    optimized = cfg.get("optimized_metric")
+    return metrics.get(optimized) if optimized else None
+
+
+def cli() -> None:
+    run(main)
+
+
+if __name__ == "__main__":
+    cli()
