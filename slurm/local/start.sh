@@ -12,7 +12,7 @@ NODES=(n1 n2)
 CPUS_PER_NODE=2
 CTLD_PORT=${CHAINRULE_SLURM_CTLD_PORT:-6817}
 DBD_PORT=${CHAINRULE_SLURM_DBD_PORT:-6819}
-NODE_PORTS="17001-17002"
+NODE_PORT=${CHAINRULE_SLURM_NODE_PORT:-17001}
 TIMEOUT=${CHAINRULE_SLURM_TIMEOUT:-60}
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 
@@ -162,7 +162,7 @@ AccountingStoragePort=$DBD_PORT
 # The slurmdbd connection takes its munge socket from here, not from AuthInfo.
 AccountingStoragePass=$MUNGE_SOCKET
 JobCompType=jobcomp/none
-NodeName=n[1-2] NodeAddr=127.0.0.1 Port=[$NODE_PORTS] CPUs=$CPUS_PER_NODE RealMemory=$mem_mb State=UNKNOWN
+NodeName=n[1-2] NodeAddr=127.0.0.1 Port=[$NODE_PORT-$((NODE_PORT + 1))] CPUs=$CPUS_PER_NODE RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 
