@@ -23,6 +23,9 @@ die() { log "ERROR: $*"; exit 1; }
 
 mkdir -p "$STATE_DIR"
 STATE_DIR=$(cd "$STATE_DIR" && pwd -P)
+# Serialise concurrent starts (package installation included) on the same state directory.
+exec 9>"$STATE_DIR/.lock"
+flock -w "$TIMEOUT" 9 || die "another start.sh holds $STATE_DIR/.lock"
 ETC=$STATE_DIR/etc
 RUN=$STATE_DIR/run
 LOGS=$STATE_DIR/log
@@ -116,9 +119,6 @@ mkdir -p "$ETC" "$RUN" "$LOGS" "$SPOOL/slurmctld" "$MUNGE" "$DB"
 chmod 755 "$STATE_DIR" "$ETC" "$RUN" "$LOGS" "$SPOOL" "$MUNGE"
 chmod 700 "$DB"
 for n in "${NODES[@]}"; do mkdir -p "$SPOOL/slurmd-$n"; done
-
-exec 9>"$STATE_DIR/.lock"
-flock -w "$TIMEOUT" 9 || die "another start.sh holds $STATE_DIR/.lock"
 
 if [[ ! -s $MUNGE/munge.key ]]; then
     (umask 077 && dd if=/dev/urandom of="$MUNGE/munge.key" bs=1024 count=1 status=none)
@@ -245,6 +245,7 @@ for n in "${NODES[@]}"; do
     if ! pid_alive "$RUN/slurmd-$n.pid" slurmd; then
         log "starting slurmd $n"
         # Private mount + UTS namespace: jobs on node $n see hostname $n and resolve n1/n2.
+        # shellcheck disable=SC2016
         unshare --mount --uts --propagation private -- sh -c \
             'mount --bind "$1" /etc/hosts && hostname "$2" && exec slurmd -N "$2"' \
             sh "$ETC/hosts" "$n" \
@@ -261,9 +262,7 @@ nodes_ready() {
 }
 wait_until "nodes ${NODES[*]} to become idle" nodes_ready
 
-write_if_changed "$STATE_DIR/env.sh" 644 <<EOF
-export SLURM_CONF=$SLURM_CONF
-export CHAINRULE_SLURM_DIR=$STATE_DIR
-EOF
+printf 'export SLURM_CONF=%q\nexport CHAINRULE_SLURM_DIR=%q\n' "$SLURM_CONF" "$STATE_DIR" |
+    write_if_changed "$STATE_DIR/env.sh" 644
 log "cluster $CLUSTER ready (state in $STATE_DIR)"
 cat "$STATE_DIR/env.sh"

@@ -3,10 +3,7 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from chainrule import builders
-from chainrule.checkpointing import load_run_config
 from chainrule.hydra_app import config_dir, run, user_errors
-from chainrule.reporting import print_results
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -14,6 +11,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     The trainer and loggers come from the eval config, so a GPU-trained checkpoint can be tested on CPU.
     """
+    from chainrule import builders
+    from chainrule.checkpointing import load_run_config
+    from chainrule.reporting import print_results
+
     run_cfg = OmegaConf.create(load_run_config(cfg.ckpt_path))
     datamodule = builders.build_datamodule(run_cfg)
     task = builders.build_task(run_cfg, datamodule)

@@ -1,12 +1,9 @@
 """`chainrule-train`: compose the config, build data, task and trainer, then fit and test."""
 
 import hydra
-import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from chainrule import builders
 from chainrule.hydra_app import config_dir, run, user_errors
-from chainrule.reporting import print_config_tree, print_results
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -14,6 +11,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     Returns the final train/val/test metrics by name.
     """
+    # Imported here so that `--help`, `--cfg` and command-line errors answer without loading torch.
+    import lightning as L
+
+    from chainrule import builders
+    from chainrule.reporting import print_config_tree, print_results
+
     print_config_tree(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = builders.build_datamodule(cfg)
