@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -50,6 +51,12 @@ def build_task(cfg: DictConfig, datamodule: InMemoryDataModule) -> Task:
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    # `trainer.enable_progress_bar=false` / `enable_model_summary=false` are the switches users reach for;
+    # Lightning refuses them while such a callback is configured, so they win over the callbacks group.
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not cfg.trainer.get("enable_model_summary", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
     callbacks.append(RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
     return callbacks
 

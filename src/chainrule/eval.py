@@ -13,7 +13,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """
     from chainrule import builders
     from chainrule.checkpointing import load_run_config
-    from chainrule.reporting import print_results
+    from chainrule.reporting import print_results, route_lightning_logs_through_root
+
+    route_lightning_logs_through_root()
 
     run_cfg = OmegaConf.create(load_run_config(cfg.ckpt_path))
     datamodule = builders.build_datamodule(run_cfg)

@@ -1,5 +1,6 @@
 """What a run prints on the console: the config at start, results and locations at the end."""
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,3 +36,15 @@ def print_results(title: str, metrics: Mapping[str, float], locations: Mapping[s
     for label, path in locations.items():
         if path:
             rich.print(f"{label}: {path}")
+
+
+def route_lightning_logs_through_root() -> None:
+    """Lightning gives its `lightning` logger a console handler of its own *and* lets records propagate
+    to the root logger, which Hydra configures (console + the run's log file): every message would print
+    twice. Keep the root's handlers, which also write the log file."""
+    if not logging.getLogger().handlers:
+        return
+    lightning_logger = logging.getLogger("lightning")
+    for handler in list(lightning_logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            lightning_logger.removeHandler(handler)

@@ -15,7 +15,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from chainrule import builders
-    from chainrule.reporting import print_config_tree, print_results
+    from chainrule.reporting import print_config_tree, print_results, route_lightning_logs_through_root
+
+    route_lightning_logs_through_root()
 
     print_config_tree(cfg)
     L.seed_everything(cfg.seed, workers=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from chainrule.train import train
+from chainrule import builders
 from tests.conftest import conf_options
 from tests.fake_vision_data import populate
 
@@ -40,6 +40,15 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_option_trains(group: str, option: str, compose_train, data_dir: Path) -> None:
     cfg = compose_train(f"{group}={option}", *COMPANIONS.get((group, option), []), *QUICK,
                         f"paths.data_dir={data_dir}")
-    metrics = train(cfg)
-    assert torch.isfinite(torch.tensor(metrics["train/loss_step"]))
-    assert "test/loss" in metrics and torch.isfinite(torch.tensor(metrics["test/loss"]))
+    datamodule = builders.build_datamodule(cfg)
+    task = builders.build_task(cfg, datamodule)
+    before = [p.detach().clone() for p in task.parameters()]
+    trainer = builders.build_trainer(cfg, callbacks=[], loggers=[])
+    trainer.fit(task, datamodule=datamodule)
+    train_loss = trainer.callback_metrics["train/loss"]
+    trainer.test(task, datamodule=datamodule)
+
+    assert trainer.global_step == 3
+    assert any(not torch.equal(b, a) for b, a in zip(before, task.parameters())), "no parameter changed"
+    assert torch.isfinite(train_loss)
+    assert torch.isfinite(trainer.callback_metrics["test/loss"])
