@@ -15,3 +15,10 @@ class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
         if not target.is_floating_point():
             target = F.one_hot(target, num_classes=logits.shape[-1]).to(logits.dtype)
         return super().forward(logits, target)
+
+
+class TokenCrossEntropyLoss(nn.CrossEntropyLoss):
+    """Cross-entropy over every position of a sequence: logits (B, T, V), targets (B, T)."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(logits.flatten(0, -2), target.flatten())

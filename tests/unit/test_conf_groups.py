@@ -18,6 +18,11 @@ COMPANIONS: dict[tuple[str, str], list[str]] = {
     ("model", "autoencoder"): ["task=reconstruction", "loss=mse"],
     ("loss", "mse"): ["data=diabetes", "task=regression"],
     ("data", "diabetes"): ["task=regression", "loss=mse"],
+    ("data", "tokens"): ["model=gpt", "task=language_model", "loss=token_cross_entropy"],
+    ("loss", "token_cross_entropy"): ["data=tokens", "model=gpt", "task=language_model"],
+    ("model", "gpt"): ["data=tokens", "task=language_model", "loss=token_cross_entropy"],
+    # GPT-2 small's width, one block deep: the full depth adds minutes and no new code path.
+    ("model", "gpt2_small"): ["data=tokens", "task=language_model", "loss=token_cross_entropy", "model.n_layer=1"],
 }
 QUICK = [
     "trainer.max_steps=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
