@@ -23,6 +23,8 @@ class Task(L.LightningModule):
     target: `label` trains on the data's targets; `input` reconstructs the input (labels unused).
     optimizer: called with parameter groups (see chainrule.optim); scheduler: called with the optimizer
     and the total number of optimizer steps. l1_weight adds l1_weight x sum|w| over decayed weights.
+    compile: a torch.compile mode (`default`, `reduce-overhead`, `max-autotune`) or None.
+    channels_last: store conv weights and 4-D inputs in NHWC, which tensor cores prefer.
     """
 
     def __init__(
@@ -35,12 +37,21 @@ class Task(L.LightningModule):
         target: str = "label",
         init: str = "default",
         l1_weight: float = 0.0,
+        compile: str | None = None,
+        channels_last: bool = False,
     ):
         super().__init__()
         if target not in TARGETS:
             raise unknown_choice("task.target", target, list(TARGETS))
         initialize(model, init)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if compile:
+            # Module.compile() compiles forward in place, so state_dict keys (and checkpoints) stay the
+            # same with and without compilation.
+            model.compile(mode=compile)
         self.model = model
+        self.channels_last = channels_last
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -56,6 +67,8 @@ class Task(L.LightningModule):
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         x, y = batch
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         target = x if self.target == "input" else y
         output = self.model(x)
         loss = self.loss(output, target)
@@ -80,6 +93,21 @@ class Task(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "test")
+
+    def configure_gradient_clipping(
+        self, optimizer: Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip as `trainer.gradient_clip_val/algorithm` say, also for fused optimizers when no loss scaler
+        is in use: Lightning refuses clipping with a fused optimizer under any AMP precision because fp16's
+        scaler unscales inside the fused step, but bf16 and fp32 gradients are never scaled."""
+        if not gradient_clip_val:
+            return
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        elif gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val, foreach=True)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.optimizer_factory, self.model)

@@ -13,6 +13,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     # Imported here so that `--help`, `--cfg` and command-line errors answer without loading torch.
     import lightning as L
+    import torch
 
     from chainrule import builders
     from chainrule.reporting import print_config_tree, print_results, route_lightning_logs_through_root
@@ -20,6 +21,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     route_lightning_logs_through_root()
 
     print_config_tree(cfg)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = builders.build_datamodule(cfg)
     task = builders.build_task(cfg, datamodule)
