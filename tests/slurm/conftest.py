@@ -70,15 +70,21 @@ class LocalCluster:
     def wait(self, job: Job, timeout: float = 300) -> list[str]:
         """Wait until the job has finished for good; returns its sacct history (e.g. REQUEUED, COMPLETED)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            # sacct lags squeue by a second or two: a job is done when squeue has dropped it and sacct agrees.
-            if not self.state(job.id):
-                history = self.history(job.id)
-                if history and history[-1] in FINAL_STATES:
-                    return history
+        while self.state(job.id):
+            if time.monotonic() > deadline:
+                self.command("scancel", job.id, check=False)
+                raise AssertionError(f"job {job.id} did not finish within {timeout:.0f}s; log:\n{job.log[-3000:]}")
             time.sleep(1)
-        self.command("scancel", job.id, check=False)
-        raise AssertionError(f"job {job.id} did not finish within {timeout:.0f}s; log:\n{job.log[-3000:]}")
+        return self.final_history(job.id)
+
+    def final_history(self, job_id: str, timeout: float = 30) -> list[str]:
+        """The sacct history of a job that has left the queue; sacct lags squeue by a second or two."""
+        deadline = time.monotonic() + timeout
+        while (history := self.history(job_id)) and history[-1] not in FINAL_STATES:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        return history
 
     def jobs_named(self, name: str) -> str:
         """Queued and finished jobs called `name` (empty when SLURM never saw one)."""

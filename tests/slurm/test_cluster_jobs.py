@@ -21,19 +21,17 @@ from tests.slurm.conftest import Job, LocalCluster, checkpoint, python_module
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-# Full-batch steps (the whole 308-sample training split of `synthetic` in every step) and no dropout:
-# whatever order a sampler deals the samples in, 2 ranks x 154 samples average to the gradient of
-# 1 process x 308, so the parameters must agree. SGD keeps rounding differences at rounding level
-# (Adam's normalisation blows them up wherever a gradient is close to zero).
-EQUAL_RUN = ["cluster=local", "data=synthetic", "data.batch_size=308", "model.dropout=0", "optim=sgd",
-             "trainer.max_steps=5", "trainer.accelerator=cpu", "callbacks=model_checkpoint",
-             "callbacks.model_checkpoint.monitor=null", "logger=none", "test=false",
-             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-# Long enough (400 steps in 40 epochs) to be interrupted after its first checkpoint. Without a
-# monitored metric the checkpoint callback writes last.ckpt at every epoch.
-RESUMABLE_RUN = ["cluster=local", "data=synthetic", "trainer.max_epochs=40", "trainer.accelerator=cpu",
-                 "callbacks=model_checkpoint", "callbacks.model_checkpoint.monitor=null", "test=false",
-                 "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+# Every job trains the same run: full-batch steps (the whole 308-sample training split of `synthetic`
+# in each step, one step per epoch), no dropout, SGD. Whatever order a sampler deals the samples in,
+# 2 ranks x 154 samples average to the gradient of 1 process x 308, so a 2-node run must match the
+# 1-process run (SGD keeps rounding differences at rounding level; Adam's normalisation blows them up
+# where a gradient is close to zero). 60 epochs keep a job training for a while after its first
+# checkpoint, when it gets interrupted. Without a monitored metric the checkpoint callback rewrites
+# last.ckpt every epoch.
+RUN = ["cluster=local", "data=synthetic", "data.batch_size=308", "model.dropout=0", "model.width=64", "optim=sgd",
+       "trainer.max_epochs=60", "trainer.accelerator=cpu", "callbacks=model_checkpoint",
+       "callbacks.model_checkpoint.monitor=null", "logger=none", "test=false", "trainer.enable_progress_bar=false",
+       "trainer.enable_model_summary=false"]
 SWEEP_LRS = ["0.01", "0.003", "0.001"]
 
 
@@ -50,10 +48,9 @@ class Interruption:
 @dataclass
 class Jobs:
     ddp: Job
-    single: Job
+    single: Job  # also the uninterrupted reference of the interrupted jobs
     usr1: dict[str, Job]  # by who gets the signal: the job's steps, or its batch shell
     requeued: Job
-    reference: Job
     interruptions: dict[str, Interruption]
     sweep: subprocess.Popen
     sweep_dir: Path
@@ -87,9 +84,8 @@ def jobs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) 
         return slurm_cluster.submit(*overrides, f"paths.log_dir={work / 'logs'}", cwd=work)
 
     # The interrupted jobs first: their restarts wait ~10 s, which the other jobs fill.
-    usr1 = {"steps": submit(*RESUMABLE_RUN, "logger=wandb", "name=usr1"),
-            "batch": submit(*RESUMABLE_RUN, "logger=wandb", "name=usr1_batch")}
-    requeued = submit(*RESUMABLE_RUN, "name=requeue")
+    usr1 = {"steps": submit(*RUN, "logger=wandb", "name=usr1"), "batch": submit(*RUN, "name=usr1_batch")}
+    requeued = submit(*RUN, "name=requeue")
     interruptions = {
         usr1["steps"].id: Interruption(["scancel", "--signal=USR1", usr1["steps"].id]),
         # Only the batch shell gets it; the script must pass it on to the ranks.
@@ -100,27 +96,35 @@ def jobs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) 
                for job in (*usr1.values(), requeued)]
     for thread in threads:
         thread.start()
+    ddp = submit(*RUN, "trainer.num_nodes=2", "++trainer.strategy=ddp", "name=ddp")
+    single = submit(*RUN, "name=single")
+    # Last: each trial takes a whole node (2 ranks), which would hold the jobs above back.
     sweep_dir = work / "sweep"
     sweep = subprocess.Popen(
         python_module(
-            "chainrule.train", "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
+            # conf/hydra/launcher/slurm.yaml: submitit_slurm with one task per device, so that each trial
+            # is itself a 2-rank DDP job
+            "chainrule.train", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
             "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=4",
             f"hydra.sweep.dir={sweep_dir}", f"optim.lr={','.join(SWEEP_LRS)}", "data=synthetic",
-            "trainer.max_epochs=2", "trainer.accelerator=cpu", "logger=csv", "callbacks=model_checkpoint",
-            "trainer.enable_progress_bar=false", "name=sweep",
+            "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.devices=2", "++trainer.strategy=ddp",
+            "logger=csv", "callbacks=model_checkpoint", "test=false", "trainer.enable_progress_bar=false",
+            "name=sweep",
         ),
         cwd=work, env=slurm_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    reference = submit(*RESUMABLE_RUN, "name=reference")
-    ddp = submit(*EQUAL_RUN, "trainer.num_nodes=2", "++trainer.strategy=ddp", "name=ddp")
-    single = submit(*EQUAL_RUN, "name=single")
-    yield Jobs(ddp, single, usr1, requeued, reference, interruptions, sweep, sweep_dir)
+    yield Jobs(ddp, single, usr1, requeued, interruptions, sweep, sweep_dir)
     if sweep.poll() is None:
         sweep.kill()
-    for job in (*usr1.values(), requeued, reference, ddp, single):
+    for job in (*usr1.values(), requeued, ddp, single):
         slurm_cluster.command("scancel", job.id, check=False)
     for thread in threads:
         thread.join(timeout=5)
+
+
+def checkpoint_steps(names: list[str]) -> list[int]:
+    """Global steps in checkpoint names such as epoch003-step000040.ckpt (conf/callbacks/model_checkpoint.yaml)."""
+    return [int(match.group(1)) for name in names if (match := re.search(r"step(\d+)", name))]
 
 
 def final_step(job: Job) -> int:
@@ -133,7 +137,7 @@ def test_two_node_ddp_job_equals_one_process(jobs: Jobs, slurm_cluster: LocalClu
     assert "nodes n[1-2]" in jobs.ddp.log  # one rank on each node
     ddp = checkpoint(jobs.ddp.run_dir / "checkpoints" / "last.ckpt")
     single = checkpoint(jobs.single.run_dir / "checkpoints" / "last.ckpt")
-    assert ddp["global_step"] == single["global_step"] == 5
+    assert ddp["global_step"] == single["global_step"] == 60
     assert ddp["state_dict"].keys() == single["state_dict"].keys()
     for name, value in single["state_dict"].items():
         torch.testing.assert_close(ddp["state_dict"][name], value, rtol=1e-5, atol=1e-6, msg=name)
@@ -148,17 +152,25 @@ def test_usr1_checkpoints_requeues_and_resumes_in_the_same_run(receiver: str, jo
     assert record.error is None and record.sent, record.error
     assert history == ["REQUEUED", "COMPLETED"], job.log[-3000:]
 
-    hpc = job.run_dir / "hpc_ckpt_1.ckpt"  # Lightning's checkpoint on USR1
-    assert f"chainrule: resuming from {hpc}" in job.log
-    assert f"Restored all states from the checkpoint at {hpc}" in job.log
-    slurm_cluster.wait(jobs.reference)
-    assert 0 < checkpoint(hpc)["global_step"] < final_step(jobs.reference)
-    assert final_step(job) == final_step(jobs.reference)
+    # Lightning saved its checkpoint on USR1 and requeued the job, which went on training until SLURM
+    # stopped it, so a newer end-of-epoch checkpoint may hold even more progress: the restart takes the newest.
+    assert "Handling auto-requeue signal: 10" in job.log
+    hpc_step = checkpoint(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"]
+    resumed = re.search(r"chainrule: resuming from (\S+)", job.log)
+    assert resumed, job.log[-3000:]
+    assert f"Restored all states from the checkpoint at {resumed.group(1)}" in job.log
+    resumed_step = hpc_step if resumed.group(1).endswith("hpc_ckpt_1.ckpt") else \
+        max(checkpoint_steps(record.checkpoints_at_restart))
+    slurm_cluster.wait(jobs.single)
+    assert 0 < hpc_step <= resumed_step < final_step(jobs.single)
+    assert final_step(job) == final_step(jobs.single)
 
     # Both starts used the one run directory, and logged to the one W&B run.
     starts = re.findall(r"chainrule: job \S+, start (\d+), nodes \S+, run dir (\S+)", job.log)
     assert starts == [("1", str(job.run_dir)), ("2", str(job.run_dir))]
     assert [p.name for p in job.run_dir.parent.iterdir()] == [job.run_dir.name]
+    if receiver == "batch":
+        return  # this job logs no W&B run
     run_id = (job.run_dir / "wandb_run_id").read_text()
     wandb_runs = sorted((job.run_dir / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 2 and all(p.name.endswith(f"-{run_id}") for p in wandb_runs), wandb_runs
@@ -175,17 +187,16 @@ def test_scontrol_requeue_resumes_from_the_last_checkpoint(jobs: Jobs, slurm_clu
     assert resumed and Path(resumed.group(1)).parent == job.run_dir / "checkpoints", job.log[-3000:]
     assert f"Restored all states from the checkpoint at {resumed.group(1)}" in job.log
     # The checkpoints left when the job was requeued: the restart continued from step > 0.
-    steps = [int(m.group(1)) for name in record.checkpoints_at_restart if (m := re.search(r"step(\d+)", name))]
-    assert steps and max(steps) > 0, record.checkpoints_at_restart
-    slurm_cluster.wait(jobs.reference)
-    assert final_step(job) == final_step(jobs.reference)
+    assert max(checkpoint_steps(record.checkpoints_at_restart), default=0) > 0, record.checkpoints_at_restart
+    slurm_cluster.wait(jobs.single)
+    assert final_step(job) == final_step(jobs.single)
 
 
-def test_submitit_sweep_runs_three_trials_as_jobs(jobs: Jobs, slurm_cluster: LocalCluster) -> None:
-    output, _ = jobs.sweep.communicate(timeout=300)
+def test_submitit_sweep_runs_three_ddp_trials_as_jobs(jobs: Jobs, slurm_cluster: LocalCluster) -> None:
+    output, _ = jobs.sweep.communicate(timeout=400)
     assert jobs.sweep.returncode == 0, output[-3000:]
     trials = sorted(p for p in jobs.sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    assert [p.name for p in trials] == ["0", "1", "2"]
+    assert [p.name for p in trials] == ["0", "1", "2"]  # one run dir per trial: no rank re-ran the sweep
     lrs = set()
     for trial in trials:
         assert (trial / "checkpoints" / "last.ckpt").is_file(), trial
@@ -193,6 +204,9 @@ def test_submitit_sweep_runs_three_trials_as_jobs(jobs: Jobs, slurm_cluster: Loc
         lrs |= {lr for lr in SWEEP_LRS if f"optim.lr={lr}" in overrides}
     assert lrs == set(SWEEP_LRS)
     # submitit submits the trials as one job array and keeps a folder per task: <array job>_<task>
-    job_ids = [p.name for p in (jobs.sweep_dir / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)]
-    assert len(job_ids) == 3, job_ids
-    assert all(slurm_cluster.history(job_id)[-1] == "COMPLETED" for job_id in job_ids)
+    tasks = [p for p in (jobs.sweep_dir / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)]
+    assert len(tasks) == 3, tasks
+    for task in tasks:
+        assert slurm_cluster.final_history(task.name)[-1] == "COMPLETED"
+        logs = "".join(p.read_text() for p in task.glob("*_log.*"))
+        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs, task
