@@ -1,7 +1,9 @@
 """The few SLURM commands chainrule-submit runs: sinfo, sbatch, scontrol and scancel."""
 
+import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 from chainrule.errors import ConfigError
 
@@ -18,9 +20,33 @@ def slurm(*args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-def partitions() -> list[str]:
-    """The partitions this cluster has."""
-    return sorted(set(slurm("sinfo", "--noheader", "--format=%R").split()))
+@dataclass(frozen=True)
+class Partition:
+    """What one partition can give a job: its largest node and how many nodes it has."""
+
+    name: str
+    default: bool
+    nodes: int
+    cpus_per_node: int
+    gpus_per_node: int
+
+
+def partitions() -> dict[str, Partition]:
+    """The cluster's partitions by name, from `sinfo` (one line per node and partition)."""
+    rows: dict[str, list[tuple[str, int, int]]] = {}
+    defaults = set()
+    for line in slurm("sinfo", "--noheader", "--Node", "--format=%N|%P|%c|%G").splitlines():
+        node, name, cpus, gres = line.strip().split("|")
+        if name.endswith("*"):  # sinfo marks the default partition
+            name = name[:-1]
+            defaults.add(name)
+        gpus = sum(int(n) for n in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres))
+        rows.setdefault(name, []).append((node, int(cpus.rstrip("+")), gpus))
+    return {
+        name: Partition(name, name in defaults, len({node for node, _, _ in nodes}),
+                        max(cpus for _, cpus, _ in nodes), max(gpus for _, _, gpus in nodes))
+        for name, nodes in rows.items()
+    }
 
 
 def submit_held(script: str) -> str:

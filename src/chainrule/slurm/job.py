@@ -204,6 +204,31 @@ def array_indices(spec: object) -> list[int]:
     return indices
 
 
-def check_partition(partition: str | None, available: list[str]) -> None:
-    if partition is not None and partition not in available:
-        raise unknown_choice("partition (cluster.partition)", partition, available)
+def check_fits(spec: JobSpec, partition: str | None, partitions: dict) -> None:
+    """Refuse a job the partition can never run (it would wait in the queue forever).
+
+    `partitions` maps names to `cluster.Partition`; `partition` None means the cluster's default one.
+    """
+    if partition is None:
+        default = [p for p in partitions.values() if p.default]
+        if not default:
+            return  # no default partition: SLURM itself refuses the job
+        found = default[0]
+    elif partition not in partitions:
+        raise unknown_choice("partition (cluster.partition)", partition, list(partitions))
+    else:
+        found = partitions[partition]
+    where = f"partition {found.name}"
+    if spec.nodes > found.nodes:
+        raise ConfigError(f"trainer.num_nodes={spec.nodes} but {where} has {found.nodes} nodes; "
+                          f"use at most trainer.num_nodes={found.nodes} or another partition")
+    cpus = spec.tasks_per_node * spec.cpus_per_task
+    if cpus > found.cpus_per_node:
+        raise ConfigError(
+            f"trainer.devices={spec.tasks_per_node} tasks x cluster.cpus_per_task={spec.cpus_per_task} = {cpus} CPUs "
+            f"per node, but the nodes of {where} have {found.cpus_per_node}; lower cluster.cpus_per_task"
+        )
+    if spec.gpus_per_node > found.gpus_per_node:
+        raise ConfigError(f"{spec.gpus_per_node} GPUs per node (trainer.devices) but the nodes of {where} have "
+                          f"{found.gpus_per_node}; use at most trainer.devices={found.gpus_per_node} "
+                          f"or a GPU partition (cluster.partition)")

@@ -21,7 +21,7 @@ from chainrule.errors import ChainruleError, ConfigError
 from chainrule.hydra_app import check_group_choices, config_dir
 from chainrule.slurm import cluster
 from chainrule.slurm.container import container_from_config
-from chainrule.slurm.job import array_indices, check_partition, job_spec
+from chainrule.slurm.job import JobSpec, array_indices, check_fits, job_spec
 from chainrule.slurm.script import LOG_NAME, render, run_dir_name
 
 CONFIG_NAME = "submit"  # conf/submit.yaml: conf/train.yaml plus the cluster group
@@ -53,8 +53,8 @@ def train_overrides(overrides: list[str]) -> list[str]:
     return kept
 
 
-def prepare(overrides: list[str]) -> tuple[DictConfig, str, Path]:
-    """Compose and check the config and render the job script; returns (config, script, runs dir)."""
+def prepare(overrides: list[str]) -> tuple[DictConfig, JobSpec, str, Path]:
+    """Compose and check the config and render the job script; returns (config, resources, script, runs dir)."""
     try:
         kept = train_overrides(overrides)
         cfg = compose_config(overrides)
@@ -62,17 +62,16 @@ def prepare(overrides: list[str]) -> tuple[DictConfig, str, Path]:
         workdir = Path.cwd()
         runs_dir = Path(os.path.abspath(cfg.cluster.runs_dir))
         container = container_from_config(cfg.cluster.get("container"), workdir, runs_dir, spec.gpus_per_node > 0)
-        return cfg, render(cfg, spec, kept, workdir, runs_dir, container), runs_dir
+        return cfg, spec, render(cfg, spec, kept, workdir, runs_dir, container), runs_dir
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(" ".join(line.strip() for line in str(error).strip().splitlines())) from error
 
 
-def submit(cfg: DictConfig, script: str, runs_dir: Path) -> tuple[str, list[Path]]:
-    """Queue the job and create its run directories (SLURM writes the log there from the first second).
-
-    The job is held until they exist, since their names hold the job id; returns (job id, run dirs).
-    """
-    check_partition(cfg.cluster.partition, cluster.partitions())
+def submit(cfg: DictConfig, spec: JobSpec, script: str, runs_dir: Path) -> tuple[str, list[Path]]:
+    """Check that the cluster can run the job, queue it and create its run directories (SLURM writes the
+    log there from the first second). The job is held until they exist, since their names hold the job id;
+    returns (job id, run dirs)."""
+    check_fits(spec, cfg.cluster.partition, cluster.partitions())
     job_id = cluster.submit_held(script)
     array = cfg.cluster.get("array")
     ids = [f"{job_id}_{task}" for task in array_indices(array)] if array else [job_id]
@@ -108,11 +107,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg, script, runs_dir = prepare(args.overrides)
+        cfg, spec, script, runs_dir = prepare(args.overrides)
         if args.dry_run:
             sys.stdout.write(script)
             return 0
-        job_id, run_dirs = submit(cfg, script, runs_dir)
+        job_id, run_dirs = submit(cfg, spec, script, runs_dir)
     except ChainruleError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
