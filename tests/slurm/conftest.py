@@ -73,7 +73,8 @@ class LocalCluster:
         while self.state(job.id):
             if time.monotonic() > deadline:
                 self.command("scancel", job.id, check=False)
-                raise AssertionError(f"job {job.id} did not finish within {timeout:.0f}s; log:\n{job.log[-3000:]}")
+                raise AssertionError(f"job {job.id} did not finish within {timeout:.0f}s; "
+                                     f"log:\n{job.log[-3000:]}")
             time.sleep(1)
         return self.final_history(job.id)
 

@@ -28,10 +28,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 # where a gradient is close to zero). 60 epochs keep a job training for a while after its first
 # checkpoint, when it gets interrupted. Without a monitored metric the checkpoint callback rewrites
 # last.ckpt every epoch.
-RUN = ["cluster=local", "data=synthetic", "data.batch_size=308", "model.dropout=0", "model.width=64", "optim=sgd",
-       "trainer.max_epochs=60", "trainer.accelerator=cpu", "callbacks=model_checkpoint",
-       "callbacks.model_checkpoint.monitor=null", "logger=none", "test=false", "trainer.enable_progress_bar=false",
-       "trainer.enable_model_summary=false"]
+RUN = ["cluster=local", "data=synthetic", "data.batch_size=308", "model.dropout=0", "model.width=64",
+       "optim=sgd", "trainer.max_epochs=60", "trainer.accelerator=cpu", "callbacks=model_checkpoint",
+       "callbacks.model_checkpoint.monitor=null", "logger=none", "test=false",
+       "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 SWEEP_LRS = ["0.01", "0.003", "0.001"]
 
 
@@ -92,8 +92,8 @@ def jobs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) 
         usr1["batch"].id: Interruption(["scancel", "--batch", "--signal=USR1", usr1["batch"].id]),
         requeued.id: Interruption(["scontrol", "requeue", requeued.id]),
     }
-    threads = [threading.Thread(target=interrupt, args=(slurm_cluster, job, interruptions[job.id]), daemon=True)
-               for job in (*usr1.values(), requeued)]
+    threads = [threading.Thread(target=interrupt, args=(slurm_cluster, job, interruptions[job.id]),
+                                daemon=True) for job in (*usr1.values(), requeued)]
     for thread in threads:
         thread.start()
     ddp = submit(*RUN, "trainer.num_nodes=2", "++trainer.strategy=ddp", "name=ddp")
@@ -123,7 +123,7 @@ def jobs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def checkpoint_steps(names: list[str]) -> list[int]:
-    """Global steps in checkpoint names such as epoch003-step000040.ckpt (conf/callbacks/model_checkpoint.yaml)."""
+    """Global steps in checkpoint names such as epoch003-step000040.ckpt (callbacks/model_checkpoint)."""
     return [int(match.group(1)) for name in names if (match := re.search(r"step(\d+)", name))]
 
 
@@ -153,7 +153,8 @@ def test_usr1_checkpoints_requeues_and_resumes_in_the_same_run(receiver: str, jo
     assert history == ["REQUEUED", "COMPLETED"], job.log[-3000:]
 
     # Lightning saved its checkpoint on USR1 and requeued the job, which went on training until SLURM
-    # stopped it, so a newer end-of-epoch checkpoint may hold even more progress: the restart takes the newest.
+    # stopped it, so a newer end-of-epoch checkpoint may hold even more progress: the restart takes the
+    # newest.
     assert "Handling auto-requeue signal: 10" in job.log
     hpc_step = checkpoint(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"]
     resumed = re.search(r"chainrule: resuming from (\S+)", job.log)

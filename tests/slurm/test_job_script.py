@@ -27,7 +27,8 @@ FOUR_NODES_EIGHT_GPUS = [
 ]
 
 
-def dry_run(*overrides: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> str:
+def dry_run(*overrides: str, workdir: Path, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture) -> str:
     """`chainrule-submit --dry-run` run in `workdir`, with this machine's paths replaced by placeholders."""
     monkeypatch.chdir(workdir)
     assert main(["--dry-run", *overrides]) == 0, capsys.readouterr().err
@@ -48,7 +49,8 @@ def test_dry_run_four_nodes_eight_gpus_matches_golden(tmp_path: Path, monkeypatc
 
 @pytest.mark.parametrize("runtime", ["apptainer", "pyxis"])
 def test_dry_run_in_container_matches_golden(runtime: str, tmp_path: Path, monkeypatch, capsys) -> None:
-    image = "/shared/images/chainrule-0.1.0.sif" if runtime == "apptainer" else "'ghcr.io#chainrule/chainrule:0.1.0'"
+    image = {"apptainer": "/shared/images/chainrule-0.1.0.sif",
+             "pyxis": "'ghcr.io#chainrule/chainrule:0.1.0'"}[runtime]
     script = dry_run(*FOUR_NODES_EIGHT_GPUS, f"cluster.container.runtime={runtime}",
                      f"cluster.container.image={image}", "cluster.container.mounts=[/datasets]",
                      workdir=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
@@ -56,9 +58,12 @@ def test_dry_run_in_container_matches_golden(runtime: str, tmp_path: Path, monke
     matches_golden(script, f"four_nodes_eight_gpus_{runtime}.sbatch")
 
 
-@pytest.mark.parametrize("extra", [[], ["cluster.container.runtime=apptainer", "cluster.container.image=x.sif"],
-                                   ["cluster.container.runtime=pyxis", "cluster.container.image=x.sqsh"],
-                                   ["cluster.array=0-3%2"]], ids=["host", "apptainer", "pyxis", "array"])
+@pytest.mark.parametrize("extra", [
+    [],
+    ["cluster.container.runtime=apptainer", "cluster.container.image=x.sif"],
+    ["cluster.container.runtime=pyxis", "cluster.container.image=x.sqsh"],
+    ["cluster.array=0-3%2"],
+], ids=["host", "apptainer", "pyxis", "array"])
 def test_rendered_script_is_valid_bash(extra: list[str], tmp_path: Path, monkeypatch, capsys) -> None:
     script = dry_run(*FOUR_NODES_EIGHT_GPUS, *extra, workdir=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)

@@ -11,8 +11,8 @@ from chainrule.errors import ConfigError
 def slurm(*args: str, stdin: str | None = None) -> str:
     """Run a SLURM command and return its stdout; a refusal becomes a ConfigError with SLURM's message."""
     if shutil.which(args[0]) is None:
-        raise ConfigError(f"SLURM's `{args[0]}` is not on PATH: run chainrule-submit on a machine that can submit "
-                          f"jobs (a login node), or use --dry-run to only print the script")
+        raise ConfigError(f"SLURM's `{args[0]}` is not on PATH: run chainrule-submit on a machine that can "
+                          f"submit jobs (a login node), or use --dry-run to only print the script")
     result = subprocess.run(args, input=stdin, capture_output=True, text=True)
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip() or f"exit status {result.returncode}"

@@ -40,7 +40,8 @@ class Container:
         """The words before the command each rank runs (Apptainer wraps the command)."""
         if self.runtime != "apptainer":
             return []
-        return ["apptainer", "exec", *(["--nv"] if self.gpus else []), "--bind", ",".join(self.mounts), self.image]
+        gpus = ["--nv"] if self.gpus else []
+        return ["apptainer", "exec", *gpus, "--bind", ",".join(self.mounts), self.image]
 
     def one_off(self, command: list[str]) -> list[str]:
         """`command` run once inside the container from the batch shell (e.g. picking the checkpoint)."""
@@ -49,18 +50,21 @@ class Container:
         return ["apptainer", "exec", "--bind", ",".join(self.mounts), self.image, *command]
 
 
-def container_from_config(cfg: DictConfig | None, workdir: Path, runs_dir: Path, gpus: bool) -> Container | None:
+def container_from_config(cfg: DictConfig | None, workdir: Path, runs_dir: Path,
+                          gpus: bool) -> Container | None:
     """The container of `cluster.container`, or None when `runtime` is null (ranks run on the host)."""
     if cfg is None or cfg.get("runtime") is None:
         return None
     if cfg.runtime not in RUNTIMES:
-        raise unknown_choice("container runtime (cluster.container.runtime)", str(cfg.runtime), list(RUNTIMES))
+        raise unknown_choice("container runtime (cluster.container.runtime)", str(cfg.runtime),
+                             list(RUNTIMES))
     if not cfg.get("image"):
-        example = "/shared/images/chainrule.sif" if cfg.runtime == "apptainer" else "ghcr.io#org/chainrule:0.1.0"
-        raise ConfigError(f"cluster.container.runtime={cfg.runtime} needs an image: set cluster.container.image, "
-                          f"e.g. cluster.container.image={example}")
+        example = {"apptainer": "/shared/images/chainrule.sif", "pyxis": "'ghcr.io#org/chainrule:0.1.0'"}
+        raise ConfigError(f"cluster.container.runtime={cfg.runtime} needs an image: set "
+                          f"cluster.container.image, e.g. cluster.container.image={example[cfg.runtime]}")
     mounts = [str(workdir)]
     if not runs_dir.is_relative_to(workdir):
         mounts.append(str(runs_dir))
     mounts += [str(m) for m in cfg.get("mounts") or [] if str(m) not in mounts]
-    return Container(runtime=cfg.runtime, image=str(cfg.image), workdir=workdir, mounts=tuple(mounts), gpus=gpus)
+    return Container(runtime=cfg.runtime, image=str(cfg.image), workdir=workdir, mounts=tuple(mounts),
+                     gpus=gpus)

@@ -12,33 +12,35 @@ from omegaconf import DictConfig
 
 from chainrule.data.batching import per_device_batch_size
 from chainrule.errors import ConfigError, unknown_choice
+from chainrule.slurm.cluster import Partition
 
 GPU_ACCELERATORS = ("gpu", "cuda")
 # Strategies that start their own worker processes; under srun every task already is one rank.
 SPAWNING_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")
 
-# sbatch options chainrule-submit writes itself, and the config key each one comes from: the same
-# option in cluster.sbatch would contradict the config (or break requeue and the run directory).
+# sbatch options chainrule-submit writes itself, by the config key each comes from: the same option in
+# cluster.sbatch would contradict the config (or break requeueing and the run directory).
 DERIVED_OPTIONS = {
-    "--nodes": "trainer.num_nodes", "-N": "trainer.num_nodes",
-    "--ntasks": "trainer.num_nodes x trainer.devices", "-n": "trainer.num_nodes x trainer.devices",
-    "--ntasks-per-node": "trainer.devices",
-    "--gpus": "trainer.devices (GPU trainer) or cluster.gpus_per_node", "-G": "cluster.gpus_per_node",
-    "--gpus-per-node": "trainer.devices (GPU trainer) or cluster.gpus_per_node",
-    "--gpus-per-task": "trainer.devices (GPU trainer) or cluster.gpus_per_node",
-    "--cpus-per-task": "cluster.cpus_per_task", "-c": "cluster.cpus_per_task",
-    "--mem": "cluster.mem", "--time": "cluster.time", "-t": "cluster.time",
-    "--partition": "cluster.partition", "-p": "cluster.partition",
-    "--account": "cluster.account", "-A": "cluster.account",
-    "--qos": "cluster.qos", "-q": "cluster.qos",
-    "--constraint": "cluster.constraint", "-C": "cluster.constraint",
-    "--array": "cluster.array", "-a": "cluster.array",
-    "--signal": "cluster.signal_grace", "--requeue": "cluster.requeue", "--no-requeue": "cluster.requeue",
-    "--job-name": "name", "-J": "name",
-    "--output": "the run directory", "-o": "the run directory",
-    "--error": "the run directory", "-e": "the run directory",
-    "--open-mode": "the run directory", "--chdir": "the working directory", "-D": "the working directory",
+    "trainer.num_nodes": ("--nodes", "-N"),
+    "trainer.num_nodes x trainer.devices": ("--ntasks", "-n"),
+    "trainer.devices": ("--ntasks-per-node",),
+    "trainer.devices (GPU trainer) or cluster.gpus_per_node": ("--gpus", "-G", "--gpus-per-node",
+                                                               "--gpus-per-task", "--gres=gpu"),
+    "cluster.cpus_per_task": ("--cpus-per-task", "-c"),
+    "cluster.mem": ("--mem",),
+    "cluster.time": ("--time", "-t"),
+    "cluster.partition": ("--partition", "-p"),
+    "cluster.account": ("--account", "-A"),
+    "cluster.qos": ("--qos", "-q"),
+    "cluster.constraint": ("--constraint", "-C"),
+    "cluster.array": ("--array", "-a"),
+    "cluster.signal_grace": ("--signal",),
+    "cluster.requeue": ("--requeue", "--no-requeue"),
+    "name": ("--job-name", "-J"),
+    "cluster.runs_dir (the run directory)": ("--output", "-o", "--error", "-e", "--open-mode"),
+    "the directory you submit from": ("--chdir", "-D"),
 }
+SOURCE_OF_OPTION = {option: key for key, options in DERIVED_OPTIONS.items() for option in options}
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ def job_spec(cfg: DictConfig) -> JobSpec:
     )
     check_strategy(trainer.get("strategy"), spec.world_size)
     if cfg.data.get("batch_size") is not None:
-        per_device_batch_size(cfg.data.batch_size, spec.world_size, trainer.get("accumulate_grad_batches") or 1)
+        accumulation = trainer.get("accumulate_grad_batches") or 1
+        per_device_batch_size(cfg.data.batch_size, spec.world_size, accumulation)
     check_time(cluster.time, cluster.signal_grace)
     if cluster.get("array") is not None:
         array_indices(cluster.array)
@@ -95,20 +98,21 @@ def count_devices(devices: object) -> int:
         return len(list(devices))
     raise ConfigError(
         f"trainer.devices={devices!r} does not say how many tasks to start per node; a SLURM job runs one "
-        f"task per device (--ntasks-per-node = trainer.devices), so set it to a number, e.g. trainer.devices=4"
+        f"task per device (--ntasks-per-node = trainer.devices), so set a number, e.g. trainer.devices=4"
     )
 
 
 def gpus_per_node(accelerator: str, devices: int, requested: int | None) -> int:
     """GPUs per node: trainer.devices on a GPU trainer, none on a CPU trainer; `cluster.gpus_per_node`,
     when set, must agree."""
-    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 0):
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int)
+                                  or requested < 0):
         raise ConfigError(f"cluster.gpus_per_node must be a non-negative integer or null, got {requested!r}")
     if accelerator == "cpu":
         if requested:
             raise ConfigError(
-                f"cluster.gpus_per_node={requested} requests GPUs but trainer.accelerator=cpu would not use them; "
-                f"train on GPUs (trainer=gpu) or drop the GPUs (cluster.gpus_per_node=null)"
+                f"cluster.gpus_per_node={requested} requests GPUs but trainer.accelerator=cpu would not use "
+                f"them; train on GPUs (trainer=gpu) or drop the GPUs (cluster.gpus_per_node=null)"
             )
         return 0
     if accelerator in GPU_ACCELERATORS or (accelerator == "auto" and requested):
@@ -116,8 +120,8 @@ def gpus_per_node(accelerator: str, devices: int, requested: int | None) -> int:
             return devices
         if requested != devices:
             raise ConfigError(
-                f"cluster.gpus_per_node={requested} but trainer.devices={devices}: the job starts one task per "
-                f"device, one GPU each; set both to the same number"
+                f"cluster.gpus_per_node={requested} but trainer.devices={devices}: the job starts one task "
+                f"per device, one GPU each; set both to the same number"
             )
         return devices
     if accelerator == "auto" and requested is None:
@@ -138,8 +142,8 @@ def check_strategy(strategy: object, world_size: int) -> None:
     else:
         return
     raise ConfigError(
-        f"trainer.strategy={name} starts its own processes, but under SLURM srun already starts one process "
-        f"per device; use trainer.strategy=ddp"
+        f"trainer.strategy={name} starts its own processes, but under SLURM srun already starts one "
+        f"process per device; use trainer.strategy=ddp"
     )
 
 
@@ -148,15 +152,14 @@ def check_sbatch_options(options: Iterable[str]) -> None:
     for option in options:
         text = str(option).strip()
         name = text.split("=", 1)[0].split()[0] if text.startswith("--") else text[:2]
-        if name == "--gres" and "gpu" not in text:
-            continue
         if name == "--gres":
-            name = "--gpus-per-node"
-        if name in DERIVED_OPTIONS:
-            raise ConfigError(
-                f"cluster.sbatch sets {text!r}, which chainrule-submit derives from {DERIVED_OPTIONS[name]}; "
-                f"remove it from cluster.sbatch and set {DERIVED_OPTIONS[name]} instead"
-            )
+            if "gpu" not in text:
+                continue  # other generic resources are the user's business
+            name = "--gres=gpu"
+        if name in SOURCE_OF_OPTION:
+            source = SOURCE_OF_OPTION[name]
+            raise ConfigError(f"cluster.sbatch sets {text!r}, which chainrule-submit derives from {source}; "
+                              f"remove it from cluster.sbatch and set {source} instead")
 
 
 def parse_time(text: str) -> int | None:
@@ -167,7 +170,8 @@ def parse_time(text: str) -> int | None:
         return None
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
     if not match:
-        raise ConfigError(f"cluster.time={text} is not a SLURM time limit; use e.g. 04:00:00, 2-00:00:00 or 90")
+        raise ConfigError(f"cluster.time={text} is not a SLURM time limit; use e.g. 04:00:00, 2-00:00:00 "
+                          f"or 90 (minutes)")
     days, first, second, third = match.groups()
     if days is not None:  # D-HH[:MM[:SS]]
         h, m, s = int(first), int(second or 0), int(third or 0)
@@ -184,11 +188,12 @@ def check_time(time: str, signal_grace: int | None) -> None:
     if signal_grace is None:
         return
     if isinstance(signal_grace, bool) or not isinstance(signal_grace, int) or signal_grace < 1:
-        raise ConfigError(f"cluster.signal_grace must be a positive number of seconds or null, got {signal_grace!r}")
+        raise ConfigError(f"cluster.signal_grace must be a positive number of seconds or null, "
+                          f"got {signal_grace!r}")
     if limit is not None and signal_grace >= limit:
         raise ConfigError(
-            f"cluster.signal_grace={signal_grace}s is not shorter than cluster.time={time} ({limit}s): the job would "
-            f"be told to checkpoint and requeue before it trains; lower the grace or raise the time limit"
+            f"cluster.signal_grace={signal_grace}s is not shorter than cluster.time={time} ({limit}s): the "
+            f"job would be told to checkpoint and requeue before it trains; lower the grace or raise the time"
         )
 
 
@@ -198,21 +203,20 @@ def array_indices(spec: object) -> list[int]:
     for part in str(spec).split("%")[0].split(","):
         match = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part.strip())
         if not match:
-            raise ConfigError(f"cluster.array={spec} is not a SLURM array spec; use e.g. 0-7, 1,3,5, 0-15:4 or 0-99%10")
+            raise ConfigError(f"cluster.array={spec} is not a SLURM array spec; use e.g. 0-7, 1,3,5, "
+                              f"0-15:4 or 0-99%10")
         first, last, step = match.groups()
         indices += range(int(first), int(last or first) + 1, int(step or 1))
     return indices
 
 
-def check_fits(spec: JobSpec, partition: str | None, partitions: dict) -> None:
-    """Refuse a job the partition can never run (it would wait in the queue forever).
-
-    `partitions` maps names to `cluster.Partition`; `partition` None means the cluster's default one.
-    """
+def check_fits(spec: JobSpec, partition: str | None, partitions: dict[str, Partition]) -> None:
+    """Refuse a job the partition can never run (it would wait in the queue forever); `partition` None
+    means the cluster's default partition."""
     if partition is None:
         default = [p for p in partitions.values() if p.default]
         if not default:
-            return  # no default partition: SLURM itself refuses the job
+            return  # no default partition: sbatch itself refuses the job
         found = default[0]
     elif partition not in partitions:
         raise unknown_choice("partition (cluster.partition)", partition, list(partitions))
@@ -225,10 +229,11 @@ def check_fits(spec: JobSpec, partition: str | None, partitions: dict) -> None:
     cpus = spec.tasks_per_node * spec.cpus_per_task
     if cpus > found.cpus_per_node:
         raise ConfigError(
-            f"trainer.devices={spec.tasks_per_node} tasks x cluster.cpus_per_task={spec.cpus_per_task} = {cpus} CPUs "
-            f"per node, but the nodes of {where} have {found.cpus_per_node}; lower cluster.cpus_per_task"
+            f"trainer.devices={spec.tasks_per_node} tasks x cluster.cpus_per_task={spec.cpus_per_task} = "
+            f"{cpus} CPUs per node, but the nodes of {where} have {found.cpus_per_node}; "
+            f"lower cluster.cpus_per_task"
         )
     if spec.gpus_per_node > found.gpus_per_node:
-        raise ConfigError(f"{spec.gpus_per_node} GPUs per node (trainer.devices) but the nodes of {where} have "
-                          f"{found.gpus_per_node}; use at most trainer.devices={found.gpus_per_node} "
+        raise ConfigError(f"{spec.gpus_per_node} GPUs per node (trainer.devices) but the nodes of {where} "
+                          f"have {found.gpus_per_node}; use at most trainer.devices={found.gpus_per_node} "
                           f"or a GPU partition (cluster.partition)")

@@ -23,7 +23,8 @@ class SbatchTemplate(string.Template):
 def template_path(name: str = TEMPLATE) -> Path:
     """`templates/` inside an installed wheel, else the repository's `slurm/templates/`."""
     packaged = Path(__file__).parent / "templates" / name
-    return packaged if packaged.is_file() else Path(__file__).resolve().parents[3] / "slurm" / "templates" / name
+    source = Path(__file__).resolve().parents[3] / "slurm" / "templates" / name
+    return packaged if packaged.is_file() else source
 
 
 def run_dir_name(job_id: str) -> str:

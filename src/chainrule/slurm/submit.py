@@ -38,30 +38,35 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def train_overrides(overrides: list[str]) -> list[str]:
-    """The overrides each rank passes to chainrule-train: all but the cluster's, which only submission reads."""
+    """The overrides each rank passes to chainrule-train: all but the cluster's, which only submission
+    reads."""
     kept = []
-    for text, override in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+    for text, override in zip(overrides, OverridesParser.create().parse_overrides(overrides), strict=True):
         key = override.key_or_group
         if override.is_sweep_override():
             raise ConfigError(f"{text} is a sweep; chainrule-submit submits one run. Sweep with "
                               f"`chainrule-train -m hydra/launcher=submitit_slurm {text} ...` instead")
         if key == "hydra.run.dir":
-            raise ConfigError("chainrule-submit sets hydra.run.dir to <cluster.runs_dir>/slurm-<job id> so that a "
-                              "requeued job finds its checkpoints; choose the location with cluster.runs_dir")
+            raise ConfigError("chainrule-submit sets hydra.run.dir to <cluster.runs_dir>/slurm-<job id>, "
+                              "so that a requeued job finds its checkpoints; choose the place with "
+                              "cluster.runs_dir")
         if key != "cluster" and not key.startswith("cluster."):
             kept.append(text)
     return kept
 
 
 def prepare(overrides: list[str]) -> tuple[DictConfig, JobSpec, str, Path]:
-    """Compose and check the config and render the job script; returns (config, resources, script, runs dir)."""
+    """Compose and check the config and render the job script.
+
+    Returns (config, resources, script, runs dir)."""
     try:
         kept = train_overrides(overrides)
         cfg = compose_config(overrides)
         spec = job_spec(cfg)
         workdir = Path.cwd()
         runs_dir = Path(os.path.abspath(cfg.cluster.runs_dir))
-        container = container_from_config(cfg.cluster.get("container"), workdir, runs_dir, spec.gpus_per_node > 0)
+        container = container_from_config(cfg.cluster.get("container"), workdir, runs_dir,
+                                          gpus=spec.gpus_per_node > 0)
         return cfg, spec, render(cfg, spec, kept, workdir, runs_dir, container), runs_dir
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(" ".join(line.strip() for line in str(error).strip().splitlines())) from error
@@ -93,7 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Run chainrule-train as a SLURM job: one task per device on trainer.num_nodes nodes, "
                     "checkpointed and requeued before its time limit, resumed in the same run directory.",
         epilog="examples:\n"
-               "  chainrule-submit --dry-run trainer=gpu trainer.devices=4 trainer.num_nodes=2 cluster.partition=gpu\n"
+               "  chainrule-submit --dry-run trainer=gpu trainer.devices=4 trainer.num_nodes=2 "
+               "cluster.partition=gpu\n"
                "  chainrule-submit experiment=mnist_cnn trainer=gpu cluster=mysite cluster.time=08:00:00",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
