@@ -35,7 +35,7 @@ REFUSED = [
      ["signal_grace=120", "time"]),
     ("spawning_strategy", ["trainer.devices=2", "++trainer.strategy=ddp_spawn"],
      ["ddp_spawn", "strategy=ddp"]),
-    ("sweep", ["optim.lr=0.1,0.01"], ["sweep", "hydra/launcher=submitit_slurm"]),
+    ("sweep", ["optim.lr=0.1,0.01"], ["sweep", "hydra/launcher=slurm"]),
     ("container_without_image", ["cluster.container.runtime=apptainer"], ["cluster.container.image"]),
 ]
 

@@ -15,7 +15,8 @@ def slurm(*args: str, stdin: str | None = None) -> str:
                           f"submit jobs (a login node), or use --dry-run to only print the script")
     result = subprocess.run(args, input=stdin, capture_output=True, text=True)
     if result.returncode != 0:
-        message = (result.stderr or result.stdout).strip() or f"exit status {result.returncode}"
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        message = "; ".join(line.strip() for line in lines) or f"exit status {result.returncode}"
         raise ConfigError(f"`{' '.join(args)}` failed: {message}")
     return result.stdout
 

@@ -45,7 +45,7 @@ def train_overrides(overrides: list[str]) -> list[str]:
         key = override.key_or_group
         if override.is_sweep_override():
             raise ConfigError(f"{text} is a sweep; chainrule-submit submits one run. Sweep with "
-                              f"`chainrule-train -m hydra/launcher=submitit_slurm {text} ...` instead")
+                              f"`chainrule-train -m hydra/launcher=slurm {text} ...` instead (docs/slurm.md)")
         if key == "hydra.run.dir":
             raise ConfigError("chainrule-submit sets hydra.run.dir to <cluster.runs_dir>/slurm-<job id>, "
                               "so that a requeued job finds its checkpoints; choose the place with "
@@ -85,10 +85,10 @@ def submit(cfg: DictConfig, spec: JobSpec, script: str, runs_dir: Path) -> tuple
         for run_dir in run_dirs:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / SCRIPT_NAME).write_text(script)
-    except OSError as error:
-        cluster.cancel(job_id)
-        raise ConfigError(f"cannot write the run directory ({error}); job {job_id} was cancelled") from error
-    cluster.release(job_id)
+        cluster.release(job_id)
+    except (OSError, ConfigError) as error:
+        cluster.cancel(job_id)  # a held job would wait forever
+        raise ConfigError(f"job {job_id} cancelled: {error}") from error
     return job_id, run_dirs
 
 
