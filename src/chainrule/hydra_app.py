@@ -12,9 +12,14 @@ from hydra.errors import CompactHydraException, InstantiationException, Override
 
 from chainrule.errors import ChainruleError, unknown_choice
 
+CONFIG_DIR_ENV = "CHAINRULE_CONFIG_DIR"
+
 
 def config_dir() -> Path:
-    """`conf/` inside an installed wheel, else the repository's `conf/` (editable/source checkout)."""
+    """`$CHAINRULE_CONFIG_DIR` when set (e.g. a config tree mounted into a container), else `conf/` inside
+    an installed wheel, else the repository's `conf/` (editable/source checkout)."""
+    if os.environ.get(CONFIG_DIR_ENV):
+        return Path(os.environ[CONFIG_DIR_ENV]).resolve()
     packaged = Path(__file__).parent / "conf"
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
