@@ -23,7 +23,7 @@ def test_unknown_optimizer_is_one_line_listing_the_valid_ones(tmp_path: Path) ->
 
 def test_unknown_option_inside_a_sweep_is_caught_before_any_job(tmp_path: Path) -> None:
     result = run_cli("chainrule-train", "-m", "model=mlp,transformerz", cwd=tmp_path)
-    assert_clean_failure(result, "unknown model 'transformerz'", "autoencoder, cnn, mlp")
+    assert_clean_failure(result, "unknown model 'transformerz'", "autoencoder, cnn, gpt")
     assert not (tmp_path / "logs").exists()
 
 
