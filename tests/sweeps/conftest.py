@@ -11,7 +11,6 @@ import pytest
 # Each trial trains 3 short epochs; the sweep runs its trials inside the sweeping process (Hydra's basic
 # launcher), so a sweep pays the ~10 s of imports once.
 FAST_TRIAL = [
-    "trainer.max_epochs=3",
     "callbacks=none",
     "logger=csv",
     "scheduler=constant",
@@ -38,19 +37,20 @@ class Sweeps:
     def train_command() -> list[str]:
         return [str(Path(sys.executable).parent / "chainrule-train")]
 
-    def args(self, sweep_dir: Path, *overrides: str, preset: str = "digits_mlp") -> list[str]:
-        return [*self.train_command(), "-m", f"hparams_search={preset}", *FAST_TRIAL,
-                f"hydra.sweep.dir={sweep_dir}", *overrides]
+    def args(self, sweep_dir: Path, *overrides: str, preset: str = "digits_mlp", epochs: int = max_epochs
+             ) -> list[str]:
+        return [*self.train_command(), "-m", f"hparams_search={preset}", f"trainer.max_epochs={epochs}",
+                *FAST_TRIAL, f"hydra.sweep.dir={sweep_dir}", *overrides]
 
-    def start(self, sweep_dir: Path, *overrides: str, preset: str = "digits_mlp") -> subprocess.Popen:
+    def start(self, sweep_dir: Path, *overrides: str, **kwargs) -> subprocess.Popen:
         """A sweep in the background (its own process group, so that a test can kill it whole)."""
         log = open(sweep_dir.parent / f"{sweep_dir.name}-{os.urandom(3).hex()}.log", "w")
-        return subprocess.Popen(self.args(sweep_dir, *overrides, preset=preset), env=self.env(), stdout=log,
+        return subprocess.Popen(self.args(sweep_dir, *overrides, **kwargs), env=self.env(), stdout=log,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
-    def run(self, sweep_dir: Path, *overrides: str, preset: str = "digits_mlp", check: bool = True,
-            timeout: int = 300) -> subprocess.CompletedProcess:
-        result = subprocess.run(self.args(sweep_dir, *overrides, preset=preset), env=self.env(),
+    def run(self, sweep_dir: Path, *overrides: str, check: bool = True, timeout: int = 300, **kwargs
+            ) -> subprocess.CompletedProcess:
+        result = subprocess.run(self.args(sweep_dir, *overrides, **kwargs), env=self.env(),
                                 capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             pytest.fail(f"sweep failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
@@ -62,6 +62,13 @@ class Sweeps:
 
     def study(self, sweep_dir: Path, study_name: str = "digits_mlp") -> optuna.Study:
         return optuna.load_study(study_name=study_name, storage=self.storage(sweep_dir))
+
+    def completed(self, sweep_dir: Path) -> int:
+        """Completed trials so far (0 while the sweep has not created its study yet)."""
+        try:
+            return sum(t.state.name == "COMPLETE" for t in self.study(sweep_dir).get_trials(deepcopy=False))
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            return 0
 
     @staticmethod
     def states(study: optuna.Study) -> dict[str, int]:

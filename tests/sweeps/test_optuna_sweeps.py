@@ -4,8 +4,6 @@ import csv
 import os
 import shlex
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
 from chainrule.hydra_app import config_dir
+from chainrule.sweeps import report
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +34,9 @@ def test_six_trials_best_clearly_beats_worst(sweeps, six_trials):
     assert len({(t.params["optim.lr"], t.params["optim.weight_decay"]) for t in study.trials}) == 6
 
 
-def test_report_sorts_trials_and_gives_a_runnable_best_command(sweeps, six_trials):
-    report = subprocess.run([sys.executable, "-m", "chainrule.sweeps.report", str(six_trials)],
-                            env=sweeps.env(), capture_output=True, text=True, timeout=120)
-    assert report.returncode == 0, report.stderr
+def test_report_sorts_trials_and_gives_a_runnable_best_command(sweeps, six_trials, capsys):
+    report.cli([str(six_trials)])
+    out = capsys.readouterr().out
     study = sweeps.study(six_trials)
     with open(six_trials / "report" / "trials.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -48,7 +46,7 @@ def test_report_sorts_trials_and_gives_a_runnable_best_command(sweeps, six_trial
         assert (six_trials / "report" / plot).stat().st_size > 10_000
 
     command = (six_trials / "report" / "best_command.txt").read_text().strip()
-    assert "run it again with" in report.stdout and "chainrule-train" in report.stdout
+    assert "run it again with" in out and "chainrule-train" in out
     program, *overrides = shlex.split(command)
     assert program == "chainrule-train"
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -65,10 +63,8 @@ def test_killed_sweep_resumes_the_same_study(sweeps, tmp_path):
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and worker.poll() is None:
-            if (sweep_dir / "optuna.db").exists():
-                done = [t for t in sweeps.study(sweep_dir).trials if t.state == TrialState.COMPLETE]
-                if len(done) >= 3:
-                    break
+            if (sweep_dir / "optuna.db").exists() and sweeps.completed(sweep_dir) >= 3:
+                break
             time.sleep(0.3)
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
@@ -121,8 +117,8 @@ def test_pruner_stops_hopeless_trials_early(sweeps, tmp_path):
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned
     assert all(t.last_step < sweeps.max_epochs - 1 for t in pruned)
-    report = (sweep_dir / "report" / "trials.csv").read_text()
-    assert "pruned after epoch" in report
+    table = (sweep_dir / "report" / "trials.csv").read_text()
+    assert "pruned after epoch" in table
 
 
 def test_raising_trial_is_failed_and_the_sweep_completes(sweeps, tmp_path):
@@ -155,7 +151,7 @@ def test_sweep_stops_when_failures_exceed_the_rate(sweeps, tmp_path):
 def test_grid_sampler_runs_each_point_of_command_line_sweeps_once(sweeps, tmp_path):
     sweep_dir = tmp_path / "sweep"
     sweeps.run(sweep_dir, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=10", "optim.lr=0.001,0.01",
-               "model.depth=1,2", preset="optuna")
+               "model.depth=1,2", preset="optuna", epochs=1)
     study = sweeps.study(sweep_dir, study_name="optuna")
     assert sweeps.states(study) == {"COMPLETE": 4}
     assert sorted((t.params["optim.lr"], t.params["model.depth"]) for t in study.trials) == [

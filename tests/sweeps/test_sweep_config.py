@@ -24,6 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted(p.stem for p in (config_dir() / "hparams_search").glob("*.yaml"))
 
 
+@pytest.fixture(autouse=True)
+def no_hydra_config_left_behind():
+    """Some tests set Hydra's global config to resolve `${hydra:...}`; other tests must not see it."""
+    yield
+    HydraConfig.instance().cfg = None
+
+
 def compose_train(*overrides: str, hydra_config: bool = True):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
