@@ -26,6 +26,7 @@ class Sweeps:
     """Starts sweeps and reads their studies."""
 
     max_epochs = 3
+    fast_trial = FAST_TRIAL
 
     @staticmethod
     def env() -> dict[str, str]:
@@ -53,7 +54,8 @@ class Sweeps:
         result = subprocess.run(self.args(sweep_dir, *overrides, **kwargs), env=self.env(),
                                 capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
-            pytest.fail(f"sweep failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+            pytest.fail(f"sweep failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                        f"{result.stderr[-5000:]}")
         return result
 
     @staticmethod

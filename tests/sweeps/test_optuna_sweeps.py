@@ -1,4 +1,5 @@
-"""Optuna sweeps end to end: real `chainrule-train -m` processes training the digits MLP, a real SQLite study."""
+"""Optuna sweeps end to end: real `chainrule-train -m` processes training the digits MLP on a real
+SQLite study."""
 
 import csv
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 from hydra import compose, initialize_config_dir
+from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from chainrule.hydra_app import config_dir
@@ -22,7 +24,8 @@ pytestmark = pytest.mark.slow
 def six_trials(sweeps, tmp_path_factory) -> Path:
     """A finished 6-trial TPE sweep over learning rate and weight decay (no pruning: every trial ends)."""
     sweep_dir = tmp_path_factory.mktemp("six") / "sweep"
-    sweeps.run(sweep_dir, "hydra.sweeper.n_trials=6", "hydra.sweeper.sampler.seed=0", "hydra/sweeper/pruner=none")
+    sweeps.run(sweep_dir, "hydra.sweeper.n_trials=6", "hydra.sweeper.sampler.seed=0",
+               "hydra/sweeper/pruner=none")
     return sweep_dir
 
 
@@ -69,10 +72,14 @@ def test_killed_sweep_resumes_the_same_study(sweeps, tmp_path):
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-    before = {t.number: t for t in sweeps.study(sweep_dir).trials}
-    completed_before = {n: t.value for n, t in before.items() if t.state == TrialState.COMPLETE}
+    study = sweeps.study(sweep_dir)
+    completed_before = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
     assert 3 <= len(completed_before) < 6
-    killed = [t for t in before.values() if t.state == TrialState.RUNNING]
+    # Also a trial whose worker died right after asking for it, before its first heartbeat.
+    study.enqueue_trial({"optim.lr": 3e-3, "optim.weight_decay": 1e-3})
+    study.ask({"optim.lr": FloatDistribution(1e-5, 1e-1, log=True),
+               "optim.weight_decay": FloatDistribution(1e-6, 1e-1, log=True)})
+    killed = [t for t in study.trials if t.state == TrialState.RUNNING]
 
     sweeps.run(sweep_dir, *args)
 
@@ -82,10 +89,10 @@ def test_killed_sweep_resumes_the_same_study(sweeps, tmp_path):
     finished = sweeps.states(study)
     assert finished["COMPLETE"] + finished.get("PRUNED", 0) == 6  # n_trials counts trials that ended
     assert {n: after[n].value for n in completed_before} == completed_before  # kept, not re-run
-    for trial in killed:  # the trial killed mid-run is marked failed and its parameters run again
+    for trial in killed:  # trials that were running are marked failed and their parameters run again
         assert after[trial.number].state == TrialState.FAIL
-        assert any(t.params == trial.params and t.state == TrialState.COMPLETE for t in study.trials
-                   if t.number > trial.number)
+        assert any(t.params == trial.params and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                   for t in study.trials if t.number > trial.number)
 
 
 def test_two_workers_share_one_study_without_duplicates(sweeps, tmp_path):
@@ -103,7 +110,8 @@ def test_two_workers_share_one_study_without_duplicates(sweeps, tmp_path):
 def test_pruner_stops_hopeless_trials_early(sweeps, tmp_path):
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
-    study = optuna.create_study(study_name="digits_mlp", storage=sweeps.storage(sweep_dir), direction="maximize")
+    study = optuna.create_study(study_name="digits_mlp", storage=sweeps.storage(sweep_dir),
+                                direction="maximize")
     # A good setting first, then settings no model learns from in 3 epochs.
     study.enqueue_trial({"optim.lr": 1e-2, "optim.weight_decay": 1e-4})
     study.enqueue_trial({"optim.lr": 1e-5, "optim.weight_decay": 1e-1})
@@ -124,7 +132,8 @@ def test_pruner_stops_hopeless_trials_early(sweeps, tmp_path):
 def test_raising_trial_is_failed_and_the_sweep_completes(sweeps, tmp_path):
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
-    study = optuna.create_study(study_name="digits_mlp", storage=sweeps.storage(sweep_dir), direction="maximize")
+    study = optuna.create_study(study_name="digits_mlp", storage=sweeps.storage(sweep_dir),
+                                direction="maximize")
     for dropout in (1.5, 0.1, 0.0):  # 1.5: torch raises, a dropout must be a probability
         study.enqueue_trial({"model.dropout": dropout})
     sweeps.run(sweep_dir, "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=0.5",
@@ -139,7 +148,8 @@ def test_raising_trial_is_failed_and_the_sweep_completes(sweeps, tmp_path):
 def test_sweep_stops_when_failures_exceed_the_rate(sweeps, tmp_path):
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
-    study = optuna.create_study(study_name="digits_mlp", storage=sweeps.storage(sweep_dir), direction="maximize")
+    study = optuna.create_study(study_name="digits_mlp", storage=sweeps.storage(sweep_dir),
+                                direction="maximize")
     study.enqueue_trial({"model.dropout": 1.5})
     result = sweeps.run(sweep_dir, "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=0",
                         "++hydra.sweeper.params.model.dropout={type:float,low:0.0,high:1.5}", check=False)

@@ -28,13 +28,15 @@ def test_dotted_and_nested_keys_name_the_same_parameters():
 
 
 def test_categorical_choices():
-    space = search_space.from_params({"model.activation": {"type": "categorical", "choices": ["relu", "gelu"]}})
+    space = search_space.from_params({"model.activation": {"type": "categorical",
+                                                           "choices": ["relu", "gelu"]}})
     assert space == {"model.activation": CategoricalDistribution(["relu", "gelu"])}
 
 
 @pytest.mark.parametrize("spec, message", [
     ({"type": "uniform", "low": 0, "high": 1}, "choose one of: categorical, float, int"),
-    ({"type": "float", "low": 0, "high": 1, "base": 10}, "does not take base; it takes: low, high, log, step"),
+    ({"type": "float", "low": 0, "high": 1, "base": 10},
+     "does not take base; it takes: low, high, log, step"),
     ({"type": "float", "low": 1, "high": 0}, "optim.lr"),
     ({"type": "float", "low": 0.0, "high": 1.0, "log": True}, "optim.lr"),
     ("1e-3", "must be a mapping with a 'type'"),
@@ -76,7 +78,8 @@ def test_continuous_range_has_no_grid():
         search_space.grid(space)
 
 
-@pytest.mark.parametrize("value", [0.0031622776601683794, 1e-05, 64, True, None, "relu", "1e-3", "it's a\\b", "a\\'b\\"])
+@pytest.mark.parametrize("value", [0.0031622776601683794, 1e-05, 64, True, None, "relu", "1e-3", "it's a\\b",
+                                   "a\\'b\\"])
 def test_overrides_read_back_as_the_sampled_value(value):
     (override,) = search_space.overrides({"key": value})
     assert parse(override).value() == value

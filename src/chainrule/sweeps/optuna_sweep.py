@@ -14,6 +14,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,8 @@ class OptunaSweep:
             raise ConfigError(f"hydra.sweeper.n_trials and n_jobs must be >= 1, got {self.n_trials} and "
                               f"{self.n_jobs}")
         if not 0.0 <= self.max_failure_rate <= 1.0:
-            raise ConfigError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
+            raise ConfigError(f"hydra.sweeper.max_failure_rate must be in [0, 1], "
+                              f"got {self.max_failure_rate}")
         if not self.heartbeat_interval or self.heartbeat_interval < 1:
             raise ConfigError("hydra.sweeper.heartbeat_interval must be >= 1 second: without heartbeats "
                               "the trials of a killed worker would count as running forever")
@@ -131,13 +133,14 @@ class OptunaSweep:
 
     def _open_study(self, space: search_space.SearchSpace) -> optuna.Study:
         try:
-            trials_so_far = len(self.storage.get_all_trials(self.storage.get_study_id_from_name(self.study_name),
-                                                            deepcopy=False))
+            study_id = self.storage.get_study_id_from_name(self.study_name)
+            trials_so_far = len(self.storage.get_all_trials(study_id, deepcopy=False))
         except KeyError:  # a new study
             trials_so_far = 0
-        pruner = instantiate(self.pruner_config) if self.pruner_config is not None else optuna.pruners.NopPruner()
-        study = optuna.create_study(storage=self.storage, sampler=self._sampler(space, trials_so_far), pruner=pruner,
-                                    study_name=self.study_name, direction=self.direction, load_if_exists=True)
+        pruner = optuna.pruners.NopPruner() if self.pruner_config is None else instantiate(self.pruner_config)
+        study = optuna.create_study(storage=self.storage, sampler=self._sampler(space, trials_so_far),
+                                    pruner=pruner, study_name=self.study_name, direction=self.direction,
+                                    load_if_exists=True)
         if study.direction.name.lower() != self.direction:
             raise ConfigError(f"study '{self.study_name}' in {self.storage_url} was created to "
                               f"{study.direction.name.lower()}, not {self.direction}; set "
@@ -172,8 +175,8 @@ class OptunaSweep:
         fixed, searched = self._split_arguments(arguments)
         space = {**search_space.from_params(self.params), **searched}
         if not space:
-            raise ConfigError("the search space is empty: set hydra.sweeper.params (see conf/hparams_search/) "
-                              "or give sweep overrides such as optim.lr='tag(log, interval(1e-4, 1e-1))'")
+            raise ConfigError("the search space is empty: set hydra.sweeper.params (see conf/hparams_search/)"
+                              " or give sweep overrides such as optim.lr='tag(log, interval(1e-4, 1e-1))'")
         target = min(self.n_trials, search_space.grid_size(space)) if self._is_grid() else self.n_trials
         failure_budget = math.floor(self.max_failure_rate * self.n_trials)
 
@@ -190,6 +193,7 @@ class OptunaSweep:
         while True:
             with exclusive(self.sweep_dir / LOCK_FILE):
                 fail_stale(study)
+                self._fail_orphans(study, study.get_trials(deepcopy=False))
                 trials = study.get_trials(deepcopy=False)
                 done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
                 if done >= target:
@@ -203,7 +207,8 @@ class OptunaSweep:
                 running = sum(t.state == TrialState.RUNNING for t in trials)
                 asked = [study.ask(dict(space)) for _ in range(min(self.n_jobs, target - done - running))]
                 for trial in asked:
-                    # A first beat at once: a trial that never beats is never found stale.
+                    # A first beat at once (a trial that never beats is never found stale), then the worker
+                    # (a trial without one has not beaten: see _fail_orphans).
                     self.storage.record_heartbeat(self._trial_id(trial.number))
                     trial.set_user_attr(OVERRIDES, fixed + search_space.overrides(trial.params))
                     trial.set_user_attr(WORKER, self.worker)
@@ -236,7 +241,8 @@ class OptunaSweep:
             return []
 
         try:
-            with heartbeats(self.storage, [self._trial_id(t.number) for t in launched], self.heartbeat_interval):
+            ids = [self._trial_id(t.number) for t in launched]
+            with heartbeats(self.storage, ids, self.heartbeat_interval):
                 results = self.launcher.launch(batch, initial_job_idx=self.jobs_launched)
         except BaseException:
             self._requeue_interrupted(study, launched)
@@ -294,8 +300,24 @@ class OptunaSweep:
         running the command again picks them up at once instead of after the heartbeat grace period."""
         for trial in trials:
             frozen: FrozenTrial = self.storage.get_trial(self._trial_id(trial.number))
-            if frozen.state != TrialState.RUNNING:
-                continue
-            self.storage.set_trial_user_attr(self._trial_id(trial.number), INTERRUPTED, True)
-            self._finish(study, trial.number, state=TrialState.FAIL)
-            study.enqueue_trial(frozen.params, user_attrs={"retry_of": trial.number})
+            if frozen.state == TrialState.RUNNING:
+                self.storage.set_trial_user_attr(self._trial_id(trial.number), INTERRUPTED, True)
+                self._requeue(study, frozen)
+
+    def _requeue(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Fail a trial that did not run to its end and queue its parameters again."""
+        if self.storage.get_trial(self._trial_id(trial.number)).state != TrialState.RUNNING:
+            return  # another worker got there first
+        self._finish(study, trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+    def _fail_orphans(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
+        """Requeue running trials whose worker died between asking for them and their first heartbeat
+        (those carry no worker yet): without a heartbeat Optuna never finds them stale."""
+        grace = self.grace_period or 2 * self.heartbeat_interval
+        for trial in trials:
+            if trial.state == TrialState.RUNNING and WORKER not in trial.user_attrs and \
+                    trial.datetime_start is not None and \
+                    (datetime.now() - trial.datetime_start).total_seconds() > grace:
+                log.warning(f"trial {trial.number} lost its worker before it started; queued again")
+                self._requeue(study, trial)

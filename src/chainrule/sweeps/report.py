@@ -25,7 +25,8 @@ from chainrule.errors import ChainruleError, ConfigError
 
 STUDY_FILE = "study.yaml"
 REPORT_DIR = "report"
-STATE_ORDER = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL]
+STATE_ORDER = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING,
+               TrialState.FAIL]
 
 
 def load_study(sweep_dir: Path, storage: str | None = None, study_name: str | None = None) -> optuna.Study:
@@ -39,7 +40,8 @@ def load_study(sweep_dir: Path, storage: str | None = None, study_name: str | No
     study_name = study_name or saved.get("study_name")
     if storage == default_url(sweep_dir) and not (sweep_dir / DEFAULT_DB).is_file():
         raise ConfigError(f"no study in {sweep_dir}: it has no {DEFAULT_DB}; pass the sweep directory that "
-                          f"`chainrule-train -m hparams_search=...` printed, or --storage URL --study-name NAME")
+                          f"`chainrule-train -m hparams_search=...` printed, or --storage URL "
+                          f"--study-name NAME")
     if "***" in storage:
         raise ConfigError(f"the storage URL of {sweep_dir} needs its password: pass --storage URL")
     try:
@@ -58,7 +60,8 @@ def sorted_trials(study: optuna.Study) -> list[FrozenTrial]:
 
     def key(trial: FrozenTrial) -> tuple[int, float, int]:
         value = trial.value if trial.state == TrialState.COMPLETE else _last_value(trial)
-        return STATE_ORDER.index(trial.state), sign * value if value is not None else float("inf"), trial.number
+        rank = sign * value if value is not None else float("inf")
+        return STATE_ORDER.index(trial.state), rank, trial.number
 
     return sorted(study.get_trials(deepcopy=False), key=key)
 
@@ -73,7 +76,9 @@ def _note(trial: FrozenTrial) -> str:
     if trial.state == TrialState.FAIL:
         if "error" in trial.user_attrs:
             return str(trial.user_attrs["error"]).splitlines()[0]
-        return "interrupted (queued again)" if trial.user_attrs.get("interrupted") else "worker stopped (stale)"
+        if trial.user_attrs.get("interrupted"):
+            return "interrupted (queued again)"
+        return "worker stopped (stale)"
     return ""
 
 

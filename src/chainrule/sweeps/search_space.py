@@ -5,9 +5,9 @@ In YAML each searched key maps to a spec whose `type` picks the distribution and
 that distribution's constructor arguments:
 
     params:
-      optim.lr: {type: float, low: 1.0e-5, high: 1.0e-1, log: true}   # FloatDistribution(low, high, log, step)
-      model.depth: {type: int, low: 1, high: 4}                      # IntDistribution(low, high, log, step)
-      model.activation: {type: categorical, choices: [relu, gelu]}   # CategoricalDistribution(choices)
+      optim.lr: {type: float, low: 1.0e-5, high: 1.0e-1, log: true}  # FloatDistribution(low, high, log, step)
+      model.depth: {type: int, low: 1, high: 4}                     # IntDistribution(low, high, log, step)
+      model.activation: {type: categorical, choices: [relu, gelu]}  # CategoricalDistribution(choices)
 
 Keys may be dotted (`optim.lr`) or nested (`optim: {lr: ...}`); a command-line override cannot contain a
 dotted key, so both spell the same parameter.

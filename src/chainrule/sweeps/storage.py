@@ -29,7 +29,8 @@ def default_url(sweep_dir: str | Path) -> str:
     return f"sqlite:///{Path(sweep_dir).resolve() / DEFAULT_DB}"
 
 
-def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None) -> RDBStorage:
+def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None
+                 ) -> RDBStorage:
     """An RDB storage (SQLite file or any SQLAlchemy URL, e.g. postgresql://user@host/db).
 
     With `heartbeat_interval` (seconds), running trials whose worker has not beaten for `grace_period`

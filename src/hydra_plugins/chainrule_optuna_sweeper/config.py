@@ -1,7 +1,8 @@
 """Configs of the `chainrule_optuna` sweeper, registered with Hydra when Hydra scans its plugins.
 
-Select it with `hydra/sweeper: chainrule_optuna` (the presets in conf/hparams_search/ do), the sampler with
-`hydra/sweeper/sampler=tpe|random|cmaes|grid` and the pruner with `hydra/sweeper/pruner=median|hyperband|none`.
+Select it with `hydra/sweeper: chainrule_optuna` (the presets in conf/hparams_search/ do), the sampler
+with `hydra/sweeper/sampler=tpe|random|cmaes|grid` and the pruner with
+`hydra/sweeper/pruner=median|hyperband|none`.
 Sampler and pruner nodes are Optuna constructor arguments (`_target_`). This module is imported on every
 Hydra start, so it imports nothing heavy.
 """
