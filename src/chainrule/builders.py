@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from chainrule.checkpointing import RunConfigInCheckpoint
+from chainrule.config_agreement import SameConfigOnAllRanks
 from chainrule.data.base import InMemoryDataModule
 from chainrule.task import Task
 
@@ -57,7 +58,8 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if not cfg.trainer.get("enable_model_summary", True):
         callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
-    callbacks.append(RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks += [RunConfigInCheckpoint(config), SameConfigOnAllRanks(config)]
     return callbacks
 
 

@@ -3,6 +3,7 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from chainrule.distributed import on_all_ranks
 from chainrule.hydra_app import config_dir, run, user_errors
 
 
@@ -30,7 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
     with user_errors():
-        evaluate(cfg)
+        on_all_ranks(evaluate, cfg)
 
 
 def cli() -> None:

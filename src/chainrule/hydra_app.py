@@ -10,7 +10,11 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 
+from chainrule.distributed import detect_launch, prefix_console
 from chainrule.errors import ChainruleError, unknown_choice
+from chainrule.run import check_run_identity, rank_overrides, register_resolvers
+
+register_resolvers()
 
 CONFIG_DIR_ENV = "CHAINRULE_CONFIG_DIR"
 
@@ -63,13 +67,20 @@ def user_errors() -> Iterator[None]:
 
 
 def run(app: Callable[[], object], argv: list[str] | None = None) -> None:
-    """Check the command line, then run a `hydra.main`-decorated `app`."""
+    """Check the command line, then run a `hydra.main`-decorated `app` (on this rank, when an external
+    launcher started several: see chainrule.run for what differs on ranks other than 0)."""
     argv = sys.argv[1:] if argv is None else argv
+    launch = detect_launch()
+    prefix_console(launch.rank)
     try:
         check_group_choices(argv, config_dir())
+        check_run_identity(argv, launch)
     except ChainruleError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"chainrule: error: {error}", file=sys.stderr)
         sys.exit(2)
+    extra = rank_overrides(launch)
+    if extra:
+        sys.argv = [sys.argv[0], *argv, *extra]
     app()

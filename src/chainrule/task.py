@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torchmetrics import Metric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from chainrule.errors import unknown_choice
 from chainrule.init import initialize
@@ -61,6 +61,9 @@ class Task(L.LightningModule):
         self.train_metrics = collection.clone(prefix="train/")
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
+        # Evaluation losses as metrics: torchmetrics sums losses and sample counts over all processes,
+        # where Lightning's sync_dist would average the counts in integers (wrong for uneven shards).
+        self.eval_losses = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -74,9 +77,13 @@ class Task(L.LightningModule):
         loss = self.loss(output, target)
         metrics: MetricCollection = getattr(self, f"{split}_metrics")
         metrics.update(output.detach(), target)
-        on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step,
-                 batch_size=len(x))
+        if split == "train":
+            # Synced: under DDP the logged loss is the global batch's, as one process would log it.
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
+                     batch_size=len(x))
+        else:
+            self.eval_losses[split].update(loss.detach(), weight=len(x))
+            self.log(f"{split}/loss", self.eval_losses[split], on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=len(x))
         return loss
 

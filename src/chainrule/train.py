@@ -3,6 +3,7 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from chainrule.distributed import check_global_batch, on_all_ranks
 from chainrule.hydra_app import config_dir, run, user_errors
 
 
@@ -51,7 +52,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with user_errors():
-        metrics = train(cfg)
+        check_global_batch(cfg)  # before any further rank starts
+        metrics = on_all_ranks(train, cfg)
     optimized = cfg.get("optimized_metric")
     return metrics.get(optimized) if optimized else None
 

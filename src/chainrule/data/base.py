@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from chainrule.data.batching import per_device_batch_size
+from chainrule.data.sampling import GlobalBatchSampler, eval_batches
 from chainrule.errors import ConfigError
 
 
@@ -33,7 +34,8 @@ class InMemoryDataModule(L.LightningDataModule):
     """A dataset small enough to hold as tensors, split into train/val/test from `split_seed`.
 
     Subclasses implement `load()`. `batch_size` is the global batch per optimizer step; each process
-    loads batch_size / (world size x gradient accumulation) samples per step.
+    loads batch_size / (world size x gradient accumulation) samples per step, and the samples of one
+    step are the same whatever the number of processes (see chainrule.data.sampling).
     """
 
     def __init__(
@@ -106,31 +108,35 @@ class InMemoryDataModule(L.LightningDataModule):
         _ = self.splits
 
     # --- loaders ----------------------------------------------------------------------------------
-    def _world(self) -> tuple[int, int]:
+    def _world(self) -> tuple[int, int, int]:
+        """(world size, this process's rank, gradient accumulation) of the attached trainer."""
         trainer = self.trainer
         if trainer is None:
-            return 1, 1
-        return trainer.world_size, trainer.accumulate_grad_batches
+            return 1, 0, 1
+        return trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches
 
     def train_dataloader(self) -> DataLoader:
-        world, accumulation = self._world()
-        return self._loader(self.splits.train, per_device_batch_size(self.batch_size, world, accumulation), shuffle=True)
+        world, rank, accumulation = self._world()
+        sampler = GlobalBatchSampler(len(self.splits.train), self.batch_size, world, rank, accumulation,
+                                     shuffle=True, seed=self.split_seed)
+        return self._loader(self.splits.train, batch_size=sampler.micro_batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.val, self._eval_batch_size(), shuffle=False)
+        return self._eval_loader(self.splits.val)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.test, self._eval_batch_size(), shuffle=False)
+        return self._eval_loader(self.splits.test)
 
-    def _eval_batch_size(self) -> int:
-        world, _ = self._world()
-        return max(1, self.batch_size // world)
+    def _eval_loader(self, arrays: Arrays) -> DataLoader:
+        world, rank, _ = self._world()
+        batches = eval_batches(len(arrays), max(1, self.batch_size // world), world, rank)
+        return self._loader(arrays, batch_sampler=batches)
 
-    def _loader(self, arrays: Arrays, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, arrays: Arrays, **batching) -> DataLoader:
+        # The samplers above shard by rank themselves; trainer.use_distributed_sampler is off for that.
         return DataLoader(
             TensorDataset(arrays.x, arrays.y),
-            batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            **batching,
         )

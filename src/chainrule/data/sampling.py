@@ -1,0 +1,102 @@
+"""Which samples each process loads, so that N processes compute what one process would.
+
+Training: the order is defined for the *global* batch and then sharded. Every optimizer step takes the
+next `global_batch_size` samples of one seeded permutation; process r loads the r-th slice of each
+accumulation micro-step. The union of all processes' micro-batches in a step is exactly the batch one
+process would take, so data-parallel training is the same optimization as single-process training
+(torch's DistributedSampler instead deals samples round-robin over an order that depends on the world
+size, and pads with repeated samples).
+
+Evaluation: each sample is evaluated exactly once across processes (no padding), and every process runs
+the same number of batches, because DDP may run a collective in each forward (buffer broadcast) and a
+process with one batch more would wait forever.
+"""
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+from chainrule.data.batching import per_device_batch_size
+from chainrule.errors import ConfigError
+
+
+class GlobalBatchSampler(Sampler[int]):
+    """Sample indices of one process's micro-batches, in order; load them with
+    `DataLoader(batch_size=sampler.micro_batch_size, sampler=sampler)`.
+
+    Each epoch uses `torch.randperm(num_samples)` seeded with `seed + epoch` (Lightning calls
+    `set_epoch`), or the natural order when `shuffle` is false. The last incomplete global batch is
+    dropped: every optimizer step sees exactly `global_batch_size` samples.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        global_batch_size: int,
+        world_size: int = 1,
+        rank: int = 0,
+        accumulate_grad_batches: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.micro_batch_size = per_device_batch_size(global_batch_size, world_size, accumulate_grad_batches)
+        self.steps = num_samples // global_batch_size
+        if self.steps == 0:
+            raise ConfigError(
+                f"data.batch_size={global_batch_size} (global) is larger than the training split "
+                f"({num_samples} samples); use data.batch_size <= {num_samples}"
+            )
+        self.num_samples = num_samples
+        self.global_batch_size = global_batch_size
+        self.world_size = world_size
+        self.rank = rank
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps * self.accumulate_grad_batches * self.micro_batch_size
+
+    def global_order(self) -> torch.Tensor:
+        """This epoch's order of all samples, the same on every process."""
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.global_order()
+        micro, world = self.micro_batch_size, self.world_size
+        for step in range(self.steps):
+            batch = order[step * self.global_batch_size:(step + 1) * self.global_batch_size]
+            for k in range(self.accumulate_grad_batches):
+                micro_step = batch[k * world * micro:(k + 1) * world * micro]
+                yield from micro_step[self.rank * micro:(self.rank + 1) * micro].tolist()
+
+
+def eval_batches(num_samples: int, batch_size: int, world_size: int = 1, rank: int = 0) -> list[list[int]]:
+    """One process's evaluation batches (lists of indices): a `batch_sampler` for DataLoader.
+
+    The samples are split into `world_size` contiguous shares differing by at most one sample, and
+    every process gets the same number of batches of about `batch_size` samples each. Over all
+    processes each sample appears exactly once, so summed metrics equal the single-process ones.
+    """
+    if num_samples == 0:
+        return []
+    if num_samples < world_size:
+        raise ConfigError(
+            f"an evaluation split has {num_samples} samples, fewer than the {world_size} processes; "
+            f"use fewer devices or a larger data.val_fraction / data.test_fraction"
+        )
+    # Each process needs at least one sample per batch, hence the cap at the smallest share.
+    steps = min(math.ceil(num_samples / (world_size * batch_size)), num_samples // world_size)
+    share = torch.tensor_split(torch.arange(num_samples), world_size)[rank]
+    return [batch.tolist() for batch in torch.tensor_split(share, steps)]

@@ -1,0 +1,33 @@
+"""Entry point of ranks 1..N-1 started by chainrule.distributed.on_all_ranks (`python -m`).
+
+Runs the function named in CHAINRULE_RANK_ENTRY on the resolved config in CHAINRULE_RANK_CONFIG, both
+set by rank 0. No Hydra app runs here: rank 0 already composed the config and owns the run directory.
+"""
+
+import os
+import sys
+from importlib import import_module
+
+from chainrule.distributed import CONFIG_ENV, ENTRY_ENV, prefix_console
+
+
+def main() -> None:
+    # Before the heavy imports, so that everything this rank prints carries its prefix.
+    prefix_console(int(os.environ["RANK"]))
+    from omegaconf import OmegaConf
+
+    from chainrule.errors import ChainruleError
+
+    # Popped so that processes this rank starts (data loader workers) do not look like ranks.
+    module, _, name = os.environ.pop(ENTRY_ENV).partition(":")
+    cfg = OmegaConf.create(os.environ.pop(CONFIG_ENV))
+    fn = getattr(import_module(module), name)
+    try:
+        fn(cfg)
+    except ChainruleError as error:
+        print(f"chainrule: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

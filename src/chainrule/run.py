@@ -1,0 +1,74 @@
+"""Run identity: every rank of a run resolves the same config and the same run directory, and only
+rank 0 writes into it.
+
+- The run directory is named `${run_id:<time format>}` (conf/hydra/default.yaml): the launcher's job id
+  where there is one, so that ranks started separately (torchrun, srun) and a requeued SLURM job all
+  land in one directory; the current time otherwise. Ranks that chainrule starts itself never compose
+  a config: they receive rank 0's (chainrule.distributed).
+- Ranks other than 0 of an external launch run Hydra without writing `.hydra/` or a log file.
+- chainrule.config_agreement checks, once the ranks have met, that they all resolved the same config.
+"""
+
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from omegaconf import OmegaConf
+
+from chainrule.distributed import Launch
+from chainrule.errors import ConfigError
+
+#: Names the run directory of every rank, above any launcher's id (e.g. set by a job submitter).
+RUN_ID_ENV = "CHAINRULE_RUN_ID"
+
+# Hydra overrides for ranks > 0 of an external launch: Hydra still runs there, but writes nothing.
+NONZERO_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=stdout")
+
+
+def pinned_run_id(env: Mapping[str, str] = os.environ) -> str | None:
+    """The run id all ranks agree on without talking to each other, or None when only time names it.
+
+    CHAINRULE_RUN_ID; else SLURM's job id (`<array job>_<task>` in job arrays), which a requeued job
+    keeps; else torchrun's rendezvous id (`--rdzv-id`; torchrun's default `none` does not count).
+    All sruns of one SLURM job therefore share a run directory.
+    """
+    if env.get(RUN_ID_ENV):
+        return env[RUN_ID_ENV]
+    if "SLURM_JOB_ID" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        if "SLURM_ARRAY_TASK_ID" in env:
+            return f"slurm-{env.get('SLURM_ARRAY_JOB_ID', env['SLURM_JOB_ID'])}_{env['SLURM_ARRAY_TASK_ID']}"
+        return f"slurm-{env['SLURM_JOB_ID']}"
+    if env.get("TORCHELASTIC_RUN_ID", "none") != "none":
+        return f"torchrun-{env['TORCHELASTIC_RUN_ID']}"
+    return None
+
+
+def run_id(time_format: str) -> str:
+    """`${run_id:%Y-%m-%d_%H-%M-%S}`: the pinned run id, else the current time in `time_format`."""
+    return pinned_run_id() or datetime.now().strftime(time_format)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_id"):
+        # Cached, as Hydra's `now`: the run and sweep directories of one composition agree.
+        OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+
+
+def check_run_identity(argv: Sequence[str], launch: Launch) -> None:
+    """Fail before composing when separately started ranks could not agree on a run directory."""
+    if not launch.external or launch.world_size <= 1 or pinned_run_id():
+        return
+    multirun = any(arg in ("-m", "--multirun") for arg in argv)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if any(arg.lstrip("+").startswith(f"{key}=") for arg in argv):
+        return
+    hint = "start torchrun with --rdzv-id=<unique id>, " if launch.launcher == "torchrun" else ""
+    raise ConfigError(
+        f"{launch.launcher} started {launch.world_size} processes but nothing names their common run "
+        f"directory; {hint}export {RUN_ID_ENV}=<unique id> to every process, or pass {key}=<path>"
+    )
+
+
+def rank_overrides(launch: Launch) -> list[str]:
+    """Hydra overrides this process adds to its command line: none on rank 0."""
+    return list(NONZERO_RANK_OVERRIDES) if launch.external and launch.rank != 0 else []

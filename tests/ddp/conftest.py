@@ -1,0 +1,16 @@
+"""Fixtures of the DDP tests."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.ddp.ddp_helpers import TRAIN, run_cli
+
+
+@pytest.fixture(scope="session")
+def single_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: one process, the whole global batch per step."""
+    root = tmp_path_factory.mktemp("single")
+    result = run_cli("chainrule-train", *TRAIN, "trainer=cpu", f"hydra.run.dir={root}/run", cwd=root)
+    assert result.returncode == 0, result.stdout[-3000:]
+    return root / "run"
