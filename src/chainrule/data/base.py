@@ -1,0 +1,136 @@
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from chainrule.data.batching import per_device_batch_size
+from chainrule.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """Inputs and targets of one split. `y` holds class ids (int64) or regression targets (float32)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def subset(self, index: torch.Tensor) -> "Arrays":
+        return Arrays(self.x[index], self.y[index])
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Arrays
+    val: Arrays
+    test: Arrays
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """A dataset small enough to hold as tensors, split into train/val/test from `split_seed`.
+
+    Subclasses implement `load()`. `batch_size` is the global batch per optimizer step; each process
+    loads batch_size / (world size x gradient accumulation) samples per step.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"data.{name} must be in [0, 1), got {value}")
+        if val_fraction + test_fraction >= 1.0:
+            raise ConfigError(f"data.val_fraction + data.test_fraction must leave training data, got "
+                              f"{val_fraction} + {test_fraction}")
+        per_device_batch_size(batch_size, 1)  # fail early on a non-positive batch
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.num_workers = num_workers
+        self._splits: Splits | None = None
+
+    # --- what subclasses provide -------------------------------------------------------------------
+    def load(self) -> Arrays | tuple[Arrays, Arrays]:
+        """All samples (split here by fraction), or the source's own (train, test) pair; validation
+        samples are then taken from train."""
+        raise NotImplementedError
+
+    #: number of classes for classification data, None for regression
+    num_classes: int | None = None
+
+    # --- derived ----------------------------------------------------------------------------------
+    @property
+    def splits(self) -> Splits:
+        if self._splits is None:
+            self._splits = self._split(self.load())
+        return self._splits
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.splits.train.x.shape[1:])
+
+    @property
+    def num_outputs(self) -> int:
+        """Size of the model's output layer: classes, or regression targets."""
+        if self.num_classes is not None:
+            return self.num_classes
+        y = self.splits.train.y
+        return 1 if y.ndim == 1 else y.shape[1]
+
+    def _split(self, data: Arrays | tuple[Arrays, Arrays]) -> Splits:
+        generator = torch.Generator().manual_seed(self.split_seed)
+        if isinstance(data, tuple):
+            train, test = data
+            order = torch.randperm(len(train), generator=generator)
+            n_val = round(self.val_fraction * len(train))
+            return Splits(train.subset(order[n_val:]), train.subset(order[:n_val]), test)
+        order = torch.randperm(len(data), generator=generator)
+        n_val, n_test = round(self.val_fraction * len(data)), round(self.test_fraction * len(data))
+        return Splits(
+            train=data.subset(order[n_val + n_test:]),
+            val=data.subset(order[:n_val]),
+            test=data.subset(order[n_val:n_val + n_test]),
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        _ = self.splits
+
+    # --- loaders ----------------------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 1
+        return trainer.world_size, trainer.accumulate_grad_batches
+
+    def train_dataloader(self) -> DataLoader:
+        world, accumulation = self._world()
+        return self._loader(self.splits.train, per_device_batch_size(self.batch_size, world, accumulation), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.val, self._eval_batch_size(), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.test, self._eval_batch_size(), shuffle=False)
+
+    def _eval_batch_size(self) -> int:
+        world, _ = self._world()
+        return max(1, self.batch_size // world)
+
+    def _loader(self, arrays: Arrays, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            TensorDataset(arrays.x, arrays.y),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
