@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from chainrule.checkpointing import RunConfigInCheckpoint
+from chainrule.checkpointing import RngStatesInCheckpoint, RunConfigInCheckpoint
 from chainrule.data.base import InMemoryDataModule
 from chainrule.task import Task
 
@@ -51,6 +51,7 @@ def build_task(cfg: DictConfig, datamodule: InMemoryDataModule) -> Task:
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks.append(RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
+    callbacks.append(RngStatesInCheckpoint())  # without it a resumed run draws other dropout masks
     return callbacks
 
 

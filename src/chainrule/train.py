@@ -4,30 +4,34 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from chainrule import builders
-from chainrule.hydra_app import config_dir, run, user_errors
+from chainrule import builders, resume
+from chainrule.hydra_app import config_dir, protect_secrets, run, user_errors
+from chainrule.redaction import redact
 from chainrule.reporting import print_config_tree, print_results
+from chainrule.validation import validate
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the train split (validating each epoch), then test the best checkpoint.
 
-    Returns the final train/val/test metrics by name.
+    Returns the final train/val/test metrics by name. A run directory that holds checkpoints is resumed
+    from its newest intact one; one whose training finished is only tested.
     """
-    print_config_tree(cfg)
+    validate(cfg)
+    shown = OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True)))  # what is printed and logged
+    print_config_tree(shown)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = builders.build_datamodule(cfg)
     task = builders.build_task(cfg, datamodule)
     trainer = builders.build_trainer(cfg, builders.build_callbacks(cfg), builders.build_loggers(cfg))
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(OmegaConf.to_container(shown))
 
     if cfg.train:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        resume.fit(trainer, task, datamodule, cfg)
     metrics = dict(trainer.callback_metrics)
 
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    best = resume.best_checkpoint(trainer, cfg.paths.output_dir)
     if cfg.test:
         trainer.test(task, datamodule=datamodule, ckpt_path=best or cfg.ckpt_path)
         metrics.update(trainer.callback_metrics)
@@ -44,6 +48,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with user_errors():
+        protect_secrets()
         metrics = train(cfg)
     optimized = cfg.get("optimized_metric")
     return metrics.get(optimized) if optimized else None

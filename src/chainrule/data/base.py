@@ -2,9 +2,10 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from chainrule.data.batching import per_device_batch_size
+from chainrule.data.resumable import ResumableSampler, is_position, training_position
 from chainrule.errors import ConfigError
 
 
@@ -58,6 +59,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.num_workers = num_workers
         self._splits: Splits | None = None
+        self._resume_position: dict[str, int] | None = None
 
     # --- what subclasses provide -------------------------------------------------------------------
     def load(self) -> Arrays | tuple[Arrays, Arrays]:
@@ -114,7 +116,8 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         world, accumulation = self._world()
-        return self._loader(self.splits.train, per_device_batch_size(self.batch_size, world, accumulation), shuffle=True)
+        batch_size = per_device_batch_size(self.batch_size, world, accumulation)
+        return self._loader(self.splits.train, batch_size, sampler=self._train_sampler(batch_size))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.splits.val, self._eval_batch_size(), shuffle=False)
@@ -122,15 +125,35 @@ class InMemoryDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.splits.test, self._eval_batch_size(), shuffle=False)
 
+    # --- resuming: the position in the training order travels in every checkpoint --------------------
+    def state_dict(self) -> dict[str, int]:
+        return training_position(self.trainer)
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_position = state_dict if is_position(state_dict) else None
+
+    def _train_sampler(self, batch_size: int) -> ResumableSampler:
+        """The order depends on (split_seed, epoch) only, so a resumed run continues it exactly."""
+        world, _ = self._world()
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        sampler = ResumableSampler(range(len(self.splits.train)), world, rank, seed=self.split_seed)
+        if self._resume_position is not None:
+            sampler.resume_at(self._resume_position, batch_size)
+            self._resume_position = None
+        return sampler
+
     def _eval_batch_size(self) -> int:
         world, _ = self._world()
         return max(1, self.batch_size // world)
 
-    def _loader(self, arrays: Arrays, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, arrays: Arrays, batch_size: int, shuffle: bool = False, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             TensorDataset(arrays.x, arrays.y),
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # A private generator: starting an epoch then leaves the global RNG (dropout masks) untouched.
+            generator=torch.Generator().manual_seed(self.split_seed),
         )
