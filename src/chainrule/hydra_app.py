@@ -13,7 +13,7 @@ from hydra.errors import CompactHydraException, InstantiationException, Override
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from chainrule.errors import ChainruleError, unknown_choice
-from chainrule.redaction import redact_files, redact_logging
+from chainrule.redaction import redact_argv, redact_files, redact_logging
 from chainrule.resume import resume_arguments
 
 
@@ -67,8 +67,10 @@ def user_errors() -> Iterator[None]:
 
 
 def protect_secrets() -> None:
-    """Keep secrets out of this run's files: Hydra's saved config files and its log file."""
+    """Keep secrets out of this run's files: Hydra's saved config files, its log file, and the command
+    line that loggers record."""
     redact_logging()
+    redact_argv()
     hydra = HydraConfig.get()
     if hydra.output_subdir is not None:
         redact_files(Path(hydra.runtime.output_dir) / hydra.output_subdir)

@@ -2,14 +2,16 @@
 
 A secret is the value of an environment variable whose name says it is one (`WANDB_API_KEY`, `HF_TOKEN`,
 `AWS_SECRET_ACCESS_KEY`, `DB_PASSWORD`, ...). Such values reach a run's files through the config (an
-`${oc.env:...}` interpolation, or the value typed on the command line); wherever chainrule writes or
-prints the config they are replaced by `${oc.env:NAME}`, which still says where the value comes from and
-resolves to it again when that file is composed later.
+`${oc.env:...}` interpolation, or the value typed on the command line). Wherever chainrule writes or
+prints the config they are replaced: by `<secret $NAME>` in checkpoints, logged hyperparameters and
+logs, and by `${oc.env:NAME}` in Hydra's saved config files, so that composing those again (as
+`resume=<run dir>` does) reads the value from the environment instead of the file.
 """
 
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,13 @@ def secrets_in_environment(environ: Mapping[str, str] | None = None) -> dict[str
     return dict(sorted(found.items(), key=lambda item: -len(item[0])))
 
 
-def redact_text(text: str, secrets: Mapping[str, str] | None = None) -> str:
+SHOWN = "<secret ${name}>"
+COMPOSABLE = "${{oc.env:{name}}}"
+
+
+def redact_text(text: str, secrets: Mapping[str, str] | None = None, template: str = SHOWN) -> str:
     for value, name in (secrets_in_environment() if secrets is None else secrets).items():
-        text = text.replace(value, "${oc.env:" + name + "}")
+        text = text.replace(value, template.format(name=name))
     return text
 
 
@@ -47,6 +53,15 @@ def redact(obj: Any, secrets: Mapping[str, str] | None = None) -> Any:
     return obj
 
 
+def redact_argv() -> None:
+    """Replace secrets typed on the command line by `${oc.env:NAME}` in `sys.argv`, which W&B records
+    with the run. Hydra has parsed it already; Lightning reuses it to start more ranks, which then read
+    the same value from the environment they inherit."""
+    secrets = secrets_in_environment()
+    if secrets:
+        sys.argv[1:] = [redact_text(arg, secrets, COMPOSABLE) for arg in sys.argv[1:]]
+
+
 def redact_files(folder: str | Path) -> None:
     """Rewrite the text files directly in `folder` (Hydra's `.hydra/*.yaml`) without secrets."""
     secrets = secrets_in_environment()
@@ -56,7 +71,7 @@ def redact_files(folder: str | Path) -> None:
     for path in folder.iterdir():
         if path.is_file():
             text = path.read_text(errors="replace")
-            clean = redact_text(text, secrets)
+            clean = redact_text(text, secrets, COMPOSABLE)
             if clean != text:
                 path.write_text(clean)
 

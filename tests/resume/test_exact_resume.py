@@ -96,7 +96,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: Pat
     run_dir = tmp_path / "run"
     folder = run_dir / "checkpoints"
     # The test knob of chainrule.checkpointing.AtomicCheckpointIO: each write takes 4 s.
-    process = start(run_dir, "trainer.plugins.0.write_delay_s=4")
+    process = start(run_dir, "+trainer.plugins.0.write_delay_s=4")
 
     def writing_after_a_complete_checkpoint() -> bool:
         return folder.is_dir() and any(folder.glob("*.ckpt")) and any(folder.glob(".*.tmp"))
@@ -112,7 +112,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: Pat
     for path in complete:
         assert torch.load(path, weights_only=True)["global_step"] > 0
 
-    resumed = resume(run_dir, "trainer.plugins.0.write_delay_s=0")
+    resumed = resume(run_dir, "+trainer.plugins.0.write_delay_s=0")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "Restoring states from the checkpoint path at" in resumed.stdout + resumed.stderr
     assert not list(folder.glob(".*.tmp")), "the resumed run removes what the killed writer left"
