@@ -27,8 +27,12 @@ BUILT = ("data", "model", "task", "loss", "optim", "scheduler", "trainer")
 GPU_PRECISIONS = {"16-mixed", "16", "transformer-engine", "transformer-engine-float16"}
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first problem found in `cfg` (a composed train config)."""
+def validate(cfg: DictConfig, machine: bool = True) -> None:
+    """Raise ConfigError for the first problem found in `cfg` (a composed train config).
+
+    machine: also check the trainer against this machine (its GPUs and cores); off where the config is
+    checked on one machine for another, e.g. before submitting a job from a login node.
+    """
     for group in BUILT:
         node = cfg.get(group)
         if not isinstance(node, DictConfig) or "_target_" not in node:
@@ -39,7 +43,9 @@ def validate(cfg: DictConfig) -> None:
     for path, node in _targets(cfg):
         _check_target(path, node)
     _check_optimizer(cfg)
-    _check_trainer(cfg)
+    if machine:
+        _check_machine(cfg.trainer)
+    _check_batch(cfg)
 
 
 def _targets(node: Any, path: str = "") -> list[tuple[str, DictConfig]]:
@@ -158,8 +164,18 @@ def _check_optimizer(cfg: DictConfig) -> None:
         raise ConfigError(f"optim ({cfg.optim._target_}): {error}; the optimizer refuses these settings") from None
 
 
-def _check_trainer(cfg: DictConfig) -> None:
+def _check_batch(cfg: DictConfig) -> None:
+    """The global batch must split evenly over ranks and accumulation steps (checked before DDP starts)."""
     trainer = cfg.trainer
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0 and "batch_size" in cfg.data:
+        world = devices * int(trainer.get("num_nodes", 1))
+        per_device_batch_size(cfg.data.batch_size, world, int(trainer.get("accumulate_grad_batches", 1)))
+
+
+def _check_machine(trainer: DictConfig) -> None:
+    """The devices, accelerator and precision asked for exist on this machine."""
+    devices = trainer.get("devices", "auto")
     accelerator = str(trainer.get("accelerator", "auto"))
     gpus = torch.cuda.device_count()
     if accelerator in ("gpu", "cuda") and gpus == 0:
@@ -167,7 +183,6 @@ def _check_trainer(cfg: DictConfig) -> None:
                           f"use trainer=cpu (or trainer.accelerator=cpu)")
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and gpus == 0)
-    devices = trainer.get("devices", "auto")
     available, unit = (gpus, "GPU(s)") if on_gpu else (os.cpu_count() or 1, "CPU cores") if on_cpu else (None, "")
     if available is not None and isinstance(devices, int) and not isinstance(devices, bool):
         if devices > available:
@@ -183,6 +198,3 @@ def _check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.precision={precision} needs a CUDA GPU, but the trainer runs on the CPU "
                           f"(fp16 mixed precision does not run there); use trainer.precision=bf16-mixed or "
                           f"32-true, or a GPU trainer (trainer=gpu)")
-    if isinstance(devices, int) and devices > 0 and "batch_size" in cfg.data:
-        world = devices * int(trainer.get("num_nodes", 1))
-        per_device_batch_size(cfg.data.batch_size, world, int(trainer.get("accumulate_grad_batches", 1)))
