@@ -48,7 +48,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         super().__init__()
         self.write_delay_s = write_delay_s
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
@@ -74,12 +76,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         chunks = 20
         step = max(1, -(-len(data) // chunks))
         for start in range(0, len(data), step):
-            f.write(data[start:start + step])
+            f.write(data[start : start + step])
             f.flush()
             time.sleep(self.write_delay_s / chunks)
 
-    def load_checkpoint(self, path: str | Path, map_location: Callable | None = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Callable | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         if weights_only is False or "://" in str(path):
             return super().load_checkpoint(path, weights_only=weights_only)
         return load_checkpoint(path)
@@ -100,8 +103,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint as plain tensors and containers (`weights_only=True`: no code runs on load)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}; pass the path of a .ckpt file, "
-                              f"e.g. ckpt_path=<run dir>/checkpoints/last.ckpt, or resume=<run dir>")
+        raise CheckpointError(
+            f"checkpoint not found: {path}; pass the path of a .ckpt file, "
+            f"e.g. ckpt_path=<run dir>/checkpoints/last.ckpt, or resume=<run dir>"
+        )
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -196,8 +201,10 @@ class RngStatesInCheckpoint(L.Callback):
         if not ranks:
             return
         if len(ranks) != trainer.world_size:
-            rank_zero_warn(f"the checkpoint holds RNG states of {len(ranks)} ranks but this run has "
-                           f"{trainer.world_size}; random streams continue from fresh seeds instead")
+            rank_zero_warn(
+                f"the checkpoint holds RNG states of {len(ranks)} ranks but this run has "
+                f"{trainer.world_size}; random streams continue from fresh seeds instead"
+            )
             return
         _set_rng_states(ranks[trainer.global_rank])
 
@@ -207,8 +214,13 @@ def _rng_states() -> dict[str, Any]:
     states = {
         "python": random.getstate(),
         # numpy's state as tensors and numbers, so that loading needs no numpy types
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -219,8 +231,9 @@ def _rng_states() -> dict[str, Any]:
 def _set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(_as_tuples(states["python"]))
     n = states["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])

@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-SECRET_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIALS?)(_|$)", re.I)
+SECRET_NAME = re.compile(
+    r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIALS?)(_|$)", re.I
+)
 # Shorter values ("1", "true") are too common to replace everywhere they occur.
 MIN_SECRET_LENGTH = 6
 
@@ -24,8 +26,11 @@ MIN_SECRET_LENGTH = 6
 def secrets_in_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """{value: name} of the environment's secret values, longest first (so no secret is half-replaced)."""
     environ = os.environ if environ is None else environ
-    found = {value: name for name, value in environ.items()
-             if SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH}
+    found = {
+        value: name
+        for name, value in environ.items()
+        if SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH
+    }
     return dict(sorted(found.items(), key=lambda item: -len(item[0])))
 
 

@@ -19,8 +19,12 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from omegaconf import DictConfig
 
-from chainrule.checkpointing import (checkpoint_candidates, is_intact, newest_intact_checkpoint,
-                                     remove_stale_temporaries)
+from chainrule.checkpointing import (
+    checkpoint_candidates,
+    is_intact,
+    newest_intact_checkpoint,
+    remove_stale_temporaries,
+)
 from chainrule.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,18 +43,22 @@ def resume_arguments(argv: list[str]) -> list[str]:
         raise ConfigError("resume= continues one run; it cannot be combined with --multirun")
     run_dir = Path(value).expanduser().resolve()
     if not run_dir.is_dir():
-        raise CheckpointError(f"resume={value}: no such run directory; pass the directory a run wrote "
-                              f"(it holds .hydra/ and checkpoints/)")
+        raise CheckpointError(
+            f"resume={value}: no such run directory; pass the directory a run wrote "
+            f"(it holds .hydra/ and checkpoints/)"
+        )
     saved_file = run_dir / ".hydra" / "overrides.yaml"
     if not saved_file.is_file():
-        raise CheckpointError(f"resume={value}: {run_dir} is not a chainrule run directory (no "
-                              f".hydra/overrides.yaml); pass the directory a run wrote")
+        raise CheckpointError(
+            f"resume={value}: {run_dir} is not a chainrule run directory (no "
+            f".hydra/overrides.yaml); pass the directory a run wrote"
+        )
     saved = yaml.safe_load(saved_file.read_text()) or []
     given_keys = {_key(a) for a in argv if not a.startswith("-")}
     kept = [o for o in saved if _key(o) not in given_keys | {"resume"}]
     at = argv.index(given[-1])
     # Kept next to the user's own overrides: argparse takes overrides only as one contiguous group.
-    return [*argv[:at], *kept, given[-1], f"hydra.run.dir={run_dir}", *argv[at + 1:]]
+    return [*argv[:at], *kept, given[-1], f"hydra.run.dir={run_dir}", *argv[at + 1 :]]
 
 
 def _key(override: str) -> str:
@@ -60,7 +68,9 @@ def _key(override: str) -> str:
         return override.split("=", 1)[0].lstrip("+~")
 
 
-def fit(trainer: L.Trainer, task: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig) -> None:
+def fit(
+    trainer: L.Trainer, task: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig
+) -> None:
     """`trainer.fit`, continuing the run directory's own training if it has checkpoints; nothing for a run
     directory whose training finished."""
     run_dir = cfg.paths.output_dir
@@ -102,11 +112,15 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
         if not path.is_file():
-            raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: checkpoint not found; pass the path of a "
-                                  f".ckpt file, e.g. <run dir>/checkpoints/last.ckpt")
+            raise CheckpointError(
+                f"ckpt_path={cfg.ckpt_path}: checkpoint not found; pass the path of a "
+                f".ckpt file, e.g. <run dir>/checkpoints/last.ckpt"
+            )
         if not is_intact(path):
-            raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: the checkpoint is damaged (truncated or "
-                                  f"corrupt); pick another one from its run's checkpoints/ folder")
+            raise CheckpointError(
+                f"ckpt_path={cfg.ckpt_path}: the checkpoint is damaged (truncated or "
+                f"corrupt); pick another one from its run's checkpoints/ folder"
+            )
         return str(path)
     return None
 

@@ -36,8 +36,10 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     for group in BUILT:
         node = cfg.get(group)
         if not isinstance(node, DictConfig) or "_target_" not in node:
-            raise ConfigError(f"{group} has no _target_: every {group} config names the class or function "
-                              f"to build (see conf/{group}/); pick an option with {group}=<name>")
+            raise ConfigError(
+                f"{group} has no _target_: every {group} config names the class or function "
+                f"to build (see conf/{group}/); pick an option with {group}=<name>"
+            )
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise ConfigError(f"seed must be an integer, got {cfg.get('seed')!r}")
     for path, node in _targets(cfg):
@@ -68,9 +70,13 @@ def _check_target(path: str, node: DictConfig) -> None:
     try:
         factory = get_object(target) if isinstance(target, str) else target
     except Exception as error:
-        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
-        raise ConfigError(f"{path}._target_: cannot import '{target}' ({reason}); check the spelling, or "
-                          f"pick a config option instead") from None
+        reason = (
+            " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+        )
+        raise ConfigError(
+            f"{path}._target_: cannot import '{target}' ({reason}); check the spelling, or "
+            f"pick a config option instead"
+        ) from None
     if not callable(factory):
         raise ConfigError(f"{path}._target_: '{target}' is not a class or function")
     params, open_ended = accepted_parameters(factory)
@@ -86,14 +92,19 @@ def _check_target(path: str, node: DictConfig) -> None:
             raise ConfigError(f"{path}.{key}: {target} has no argument '{key}'; {hint}")
         annotation = params[key]
         if isinstance(value, (str, int, float, bool)) and _matches(value, annotation) is False:
-            raise ConfigError(f"{path}.{key}={value!r} is not valid: {target} expects {_describe(annotation)}")
+            raise ConfigError(
+                f"{path}.{key}={value!r} is not valid: {target} expects {_describe(annotation)}"
+            )
 
 
 def accepted_parameters(factory: Callable) -> tuple[dict[str, Any], bool]:
     """The keyword parameters `factory` accepts, with their type hints, following `**kwargs` up a class
     hierarchy; and whether it still accepts any keyword after that (an unresolved `**kwargs`)."""
-    functions = [c.__dict__["__init__"] for c in factory.__mro__ if "__init__" in c.__dict__ and c is not object] \
-        if inspect.isclass(factory) else [factory]
+    functions = (
+        [c.__dict__["__init__"] for c in factory.__mro__ if "__init__" in c.__dict__ and c is not object]
+        if inspect.isclass(factory)
+        else [factory]
+    )
     params: dict[str, Any] = {}
     for function in functions:
         try:
@@ -141,9 +152,12 @@ def _matches(value: Any, annotation: Any) -> bool | None:
 def _describe(annotation: Any) -> str:
     """`int`, `int or str`, `one of 'a', 'b'` (the literals of nested unions gathered in one list)."""
     members = _flatten(annotation)
-    literals = [a for a in members if typing.get_origin(a) is Literal for a in typing.get_args(a)]
-    others = [getattr(a, "__name__", str(a)) for a in members
-              if typing.get_origin(a) is not Literal and a is not type(None)]
+    literals = [value for m in members if typing.get_origin(m) is Literal for value in typing.get_args(m)]
+    others = [
+        getattr(a, "__name__", str(a))
+        for a in members
+        if typing.get_origin(a) is not Literal and a is not type(None)
+    ]
     if literals:
         others.append("one of " + ", ".join(repr(a) for a in literals))
     return " or ".join(others)
@@ -161,14 +175,21 @@ def _check_optimizer(cfg: DictConfig) -> None:
         factory = instantiate(cfg.optim)
         factory([torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"optim ({cfg.optim._target_}): {error}; the optimizer refuses these settings") from None
+        raise ConfigError(
+            f"optim ({cfg.optim._target_}): {error}; the optimizer refuses these settings"
+        ) from None
 
 
 def _check_batch(cfg: DictConfig) -> None:
     """The global batch must split evenly over ranks and accumulation steps (checked before DDP starts)."""
     trainer = cfg.trainer
     devices = trainer.get("devices", "auto")
-    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0 and "batch_size" in cfg.data:
+    if (
+        isinstance(devices, int)
+        and not isinstance(devices, bool)
+        and devices > 0
+        and "batch_size" in cfg.data
+    ):
         world = devices * int(trainer.get("num_nodes", 1))
         per_device_batch_size(cfg.data.batch_size, world, int(trainer.get("accumulate_grad_batches", 1)))
 
@@ -179,22 +200,32 @@ def _check_machine(trainer: DictConfig) -> None:
     accelerator = str(trainer.get("accelerator", "auto"))
     gpus = torch.cuda.device_count()
     if accelerator in ("gpu", "cuda") and gpus == 0:
-        raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU; "
-                          f"use trainer=cpu (or trainer.accelerator=cpu)")
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU; "
+            f"use trainer=cpu (or trainer.accelerator=cpu)"
+        )
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and gpus == 0)
-    available, unit = (gpus, "GPU(s)") if on_gpu else (os.cpu_count() or 1, "CPU cores") if on_cpu else (None, "")
+    available, unit = (
+        (gpus, "GPU(s)") if on_gpu else (os.cpu_count() or 1, "CPU cores") if on_cpu else (None, "")
+    )
     if available is not None and isinstance(devices, int) and not isinstance(devices, bool):
         if devices > available:
-            raise ConfigError(f"trainer.devices={devices} but this machine has {available} {unit}; "
-                              f"use trainer.devices={available} or fewer (or trainer.devices=auto)")
+            raise ConfigError(
+                f"trainer.devices={devices} but this machine has {available} {unit}; "
+                f"use trainer.devices={available} or fewer (or trainer.devices=auto)"
+            )
     if available is not None and isinstance(devices, ListConfig):
         missing = [d for d in devices if not isinstance(d, int) or d >= available]
         if missing:
-            raise ConfigError(f"trainer.devices={list(devices)}: device(s) {missing} do not exist; this machine "
-                              f"has {available} {unit}, numbered 0-{available - 1}")
+            raise ConfigError(
+                f"trainer.devices={list(devices)}: device(s) {missing} do not exist; this machine "
+                f"has {available} {unit}, numbered 0-{available - 1}"
+            )
     precision = str(trainer.get("precision"))
     if on_cpu and precision in GPU_PRECISIONS:
-        raise ConfigError(f"trainer.precision={precision} needs a CUDA GPU, but the trainer runs on the CPU "
-                          f"(fp16 mixed precision does not run there); use trainer.precision=bf16-mixed or "
-                          f"32-true, or a GPU trainer (trainer=gpu)")
+        raise ConfigError(
+            f"trainer.precision={precision} needs a CUDA GPU, but the trainer runs on the CPU "
+            f"(fp16 mixed precision does not run there); use trainer.precision=bf16-mixed or "
+            f"32-true, or a GPU trainer (trainer=gpu)"
+        )

@@ -3,9 +3,7 @@
 from pathlib import Path
 
 import pytest
-
 import torch
-
 from runs import TOTAL_STEPS, output, start
 
 

@@ -26,8 +26,14 @@ class Poison(nn.Module):
 class PoisonedMLP(MLP):
     """The chainrule MLP with a Poison after its first block (so the culprit is `model.poison`)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, nan_at_step: int,
-                 nan_steps: int | None = None, **kwargs):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_outputs: int,
+        nan_at_step: int,
+        nan_steps: int | None = None,
+        **kwargs,
+    ):
         super().__init__(input_shape, num_outputs, **kwargs)
         self.poison = Poison(nan_at_step, nan_steps)
 

@@ -23,10 +23,18 @@ BIN = Path(sys.executable).parent
 # deterministic algorithms: RNG streams, optimizer moments, the LR schedule and the data order all
 # matter, so any slip in resuming changes bits of the result.
 RUN = [
-    "data=synthetic", "model.width=32", "trainer=cpu", "trainer.deterministic=true", "trainer.max_epochs=4",
-    "callbacks.step_checkpoint.every_n_train_steps=4", "~callbacks.rich_progress_bar",
-    "~callbacks.model_summary", "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
-    "test=false", "logger=csv",
+    "data=synthetic",
+    "model.width=32",
+    "trainer=cpu",
+    "trainer.deterministic=true",
+    "trainer.max_epochs=4",
+    "callbacks.step_checkpoint.every_n_train_steps=4",
+    "~callbacks.rich_progress_bar",
+    "~callbacks.model_summary",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "test=false",
+    "logger=csv",
 ]
 STEPS_PER_EPOCH = 10
 TOTAL_STEPS = 40
@@ -42,27 +50,46 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def start(run_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start `chainrule-train RUN... overrides... hydra.run.dir=run_dir`; output goes to run_dir.log."""
     with open(f"{run_dir}.log", "a") as log:
-        return subprocess.Popen([str(BIN / "chainrule-train"), *RUN, *overrides, f"hydra.run.dir={run_dir}"],
-                                stdout=log, stderr=subprocess.STDOUT, env=cli_env(env), text=True)
+        return subprocess.Popen(
+            [str(BIN / "chainrule-train"), *RUN, *overrides, f"hydra.run.dir={run_dir}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=cli_env(env),
+            text=True,
+        )
 
 
 def resume(run_dir: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`chainrule-train resume=run_dir` to the end (nothing else: the run's own config is reused)."""
-    return subprocess.run([str(BIN / "chainrule-train"), f"resume={run_dir}", *overrides], env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "chainrule-train"), f"resume={run_dir}", *overrides],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def pause_at(step: int, hook: str, marker: Path, seconds: float = 600) -> list[str]:
     """Overrides that add pause_point.PauseAt: hold at `hook` of step `step` and create `marker`."""
-    return ["+callbacks.pause._target_=pause_point.PauseAt", f"+callbacks.pause.step={step}",
-            f"+callbacks.pause.hook={hook}", f"+callbacks.pause.marker={marker}", f"+callbacks.pause.seconds={seconds}"]
+    return [
+        "+callbacks.pause._target_=pause_point.PauseAt",
+        f"+callbacks.pause.step={step}",
+        f"+callbacks.pause.hook={hook}",
+        f"+callbacks.pause.marker={marker}",
+        f"+callbacks.pause.seconds={seconds}",
+    ]
 
 
-def wait_until(condition: Callable[[], bool], process: subprocess.Popen, run_dir: Path, timeout: float = 240) -> None:
+def wait_until(
+    condition: Callable[[], bool], process: subprocess.Popen, run_dir: Path, timeout: float = 240
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
-            pytest.fail(f"training exited ({process.returncode}) before the test's point:\n{output(run_dir)[-3000:]}")
+            pytest.fail(
+                f"training exited ({process.returncode}) before the test's point:\n{output(run_dir)[-3000:]}"
+            )
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"timed out waiting for the test's point:\n{output(run_dir)[-3000:]}")
@@ -76,7 +103,9 @@ def output(run_dir: Path) -> str:
 
 def training_state(path: Path) -> dict[str, Any]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    return {key: checkpoint[key] for key in ("global_step", "state_dict", "optimizer_states", "lr_schedulers")}
+    return {
+        key: checkpoint[key] for key in ("global_step", "state_dict", "optimizer_states", "lr_schedulers")
+    }
 
 
 def assert_equal_exactly(a: Any, b: Any, where: str = "") -> None:
@@ -96,7 +125,8 @@ def assert_equal_exactly(a: Any, b: Any, where: str = "") -> None:
 
 
 def assert_same_result(run_dir: Path, reference: Path) -> None:
-    """The run's final parameters, optimizer state and LR schedule equal the uninterrupted run's, bit for bit."""
+    """The run's final parameters, optimizer state and LR schedule equal the uninterrupted run's, bit
+    for bit."""
     final = training_state(run_dir / "checkpoints" / "last.ckpt")
     expected = training_state(reference)
     assert final["global_step"] == expected["global_step"]

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from runs import (STEPS_PER_EPOCH, TOTAL_STEPS, assert_same_result, output, pause_at, resume, start,
-                      wait_until)
 from pause_point import HOOKS
+from runs import STEPS_PER_EPOCH, TOTAL_STEPS, assert_same_result, output, pause_at, resume, start, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -25,7 +23,11 @@ def kill_points(seed: int = 3, count: int = 5) -> list[tuple[int, str]]:
     points = []
     for _ in range(count):
         hook = rng.choice(HOOKS)
-        step = rng.choice([10, 20, 30]) if hook == "validation_batch_start" else rng.randrange(5, TOTAL_STEPS - 1)
+        step = (
+            rng.choice([10, 20, 30])
+            if hook == "validation_batch_start"
+            else rng.randrange(5, TOTAL_STEPS - 1)
+        )
         points.append((step, hook))
     return points
 
@@ -35,7 +37,9 @@ assert sum(step % STEPS_PER_EPOCH != 0 for step, _ in KILL_POINTS) >= 3, "most k
 
 
 @pytest.mark.parametrize(("step", "hook"), KILL_POINTS, ids=[f"step{s}-{h}" for s, h in KILL_POINTS])
-def test_sigkill_then_resume_is_bitwise_identical(tmp_path: Path, reference: Path, step: int, hook: str) -> None:
+def test_sigkill_then_resume_is_bitwise_identical(
+    tmp_path: Path, reference: Path, step: int, hook: str
+) -> None:
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
     process = start(run_dir, *pause_at(step, hook, marker))
     wait_until(marker.exists, process, run_dir)
@@ -50,10 +54,14 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path: Path, reference: Pat
     assert_same_result(run_dir, reference)
 
 
-@pytest.mark.parametrize(("signum", "how"), [(signal.SIGTERM, "requeue"), (signal.SIGINT, "resume")],
-                         ids=["SIGTERM-then-requeue", "SIGINT-then-resume"])
-def test_signal_saves_a_checkpoint_and_resume_is_bitwise_identical(tmp_path: Path, reference: Path,
-                                                                   signum: signal.Signals, how: str) -> None:
+@pytest.mark.parametrize(
+    ("signum", "how"),
+    [(signal.SIGTERM, "requeue"), (signal.SIGINT, "resume")],
+    ids=["SIGTERM-then-requeue", "SIGINT-then-resume"],
+)
+def test_signal_saves_a_checkpoint_and_resume_is_bitwise_identical(
+    tmp_path: Path, reference: Path, signum: signal.Signals, how: str
+) -> None:
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
     # Held for 3 s at the start of step 17 (not a checkpoint step); the signal arrives meanwhile.
     overrides = pause_at(17, "train_batch_start", marker, seconds=3)

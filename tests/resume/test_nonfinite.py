@@ -7,10 +7,10 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
+from runs import output, pause_at, start, wait_until
 
 from chainrule import builders
 from chainrule.callbacks.nonfinite import NonFiniteError, NonFiniteGuard
-from runs import output, pause_at, start, wait_until
 
 NAN_STEP = 7  # the optimizer step (0-based) whose forward pass first turns non-finite
 POISON = ["model._target_=poisoned.PoisonedMLP", f"+model.nan_at_step={NAN_STEP}"]
@@ -25,8 +25,10 @@ class Recorder(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         params = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
         optimizer = trainer.optimizers[0].state_dict()
-        state = {i: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
-                 for i, s in optimizer["state"].items()}
+        state = {
+            i: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+            for i, s in optimizer["state"].items()
+        }
         self.after_step[trainer.global_step] = (params, state)
 
 
@@ -35,13 +37,27 @@ def build(compose_train, tmp_path: Path):
     """Data, task and trainer for the poisoned MLP on synthetic data (10 steps per epoch), with `guard`."""
 
     def _build(guard: NonFiniteGuard, *overrides: str, max_steps: int = 20):
-        cfg = compose_train("data=synthetic", "trainer=cpu", "logger=csv", "callbacks=none", "model.width=16",
-                            *POISON, *overrides)
+        cfg = compose_train(
+            "data=synthetic",
+            "trainer=cpu",
+            "logger=csv",
+            "callbacks=none",
+            "model.width=16",
+            *POISON,
+            *overrides,
+        )
         datamodule = builders.build_datamodule(cfg)
         task = builders.build_task(cfg, datamodule)
-        trainer = instantiate(cfg.trainer, callbacks=[guard, recorder], logger=builders.build_loggers(cfg),
-                              max_steps=max_steps, enable_checkpointing=False, enable_progress_bar=False,
-                              enable_model_summary=False, num_sanity_val_steps=0)
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=[guard, recorder],
+            logger=builders.build_loggers(cfg),
+            max_steps=max_steps,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
         return datamodule, task, trainer
 
     recorder = Recorder()
@@ -87,7 +103,9 @@ def test_skip_drops_bad_updates_counts_them_and_training_continues(build) -> Non
     for name in after_6:
         assert torch.equal(after_6[name], after_8[name]), name
     counts = dict(logged(trainer, "train/skipped_steps"))
-    assert counts[NAN_STEP - 1] == 0 and counts[NAN_STEP] == 1 and counts[NAN_STEP + 1] == 2 and counts[19] == 2
+    assert (
+        counts[NAN_STEP - 1] == 0 and counts[NAN_STEP] == 1 and counts[NAN_STEP + 1] == 2 and counts[19] == 2
+    )
 
 
 def test_skip_stops_after_too_many_consecutive_bad_steps(build) -> None:

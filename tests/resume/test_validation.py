@@ -6,7 +6,19 @@ import torch
 from chainrule.hydra_app import config_dir
 from chainrule.validation import accepted_parameters, validate
 
-GROUPS = ("data", "model", "task", "loss", "optim", "scheduler", "trainer", "callbacks", "logger", "experiment", "debug")
+GROUPS = (
+    "data",
+    "model",
+    "task",
+    "loss",
+    "optim",
+    "scheduler",
+    "trainer",
+    "callbacks",
+    "logger",
+    "experiment",
+    "debug",
+)
 
 
 def options() -> list[tuple[str, str]]:

@@ -37,7 +37,9 @@ class NonFiniteGuard(L.Callback):
         if policy not in POLICIES:
             raise unknown_choice("non-finite policy (callbacks.nonfinite.policy)", policy, list(POLICIES))
         if max_consecutive_skips < 1:
-            raise ChainruleError(f"callbacks.nonfinite.max_consecutive_skips must be >= 1, got {max_consecutive_skips}")
+            raise ChainruleError(
+                f"callbacks.nonfinite.max_consecutive_skips must be >= 1, got {max_consecutive_skips}"
+            )
         self.policy = policy
         self.max_consecutive_skips = max_consecutive_skips
         self.skipped = 0
@@ -53,17 +55,21 @@ class NonFiniteGuard(L.Callback):
         self.skipped = state_dict.get("skipped", 0)
         self.consecutive = state_dict.get("consecutive", 0)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int
+    ) -> None:
         self._batch, self._batch_idx = batch, batch_idx
 
-    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
         finite = torch.isfinite(loss.detach()).all()  # stays on the device: no sync here
         # With gradient accumulation, one bad micro-batch spoils the step.
         self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                                 optimizer: Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer
+    ) -> None:
         loss_finite, self._loss_finite = self._loss_finite, None
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         checks = [] if loss_finite is None else [loss_finite]
@@ -77,7 +83,7 @@ class NonFiniteGuard(L.Callback):
             return
 
         what = "loss" if loss_finite is not None and not bool(loss_finite) else "gradients"
-        where = (f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx})")
+        where = f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx})"
         if self.policy == "raise":
             raise NonFiniteError(
                 f"non-finite {what} at {where}; {self._culprit(pl_module, optimizer)}. The update of this "
@@ -95,8 +101,10 @@ class NonFiniteGuard(L.Callback):
                 f"non-finite {what} in {self.consecutive} consecutive steps, the last at {where} "
                 f"({self.skipped} steps skipped in all); stopping. {self._culprit(pl_module, optimizer)}"
             )
-        rank_zero_warn(f"non-finite {what} at {where}: update skipped ({self.consecutive} in a row, "
-                       f"{self.skipped} in all)")
+        rank_zero_warn(
+            f"non-finite {what} at {where}: update skipped ({self.consecutive} in a row, "
+            f"{self.skipped} in all)"
+        )
 
     def _culprit(self, pl_module: L.LightningModule, optimizer: Optimizer) -> str:
         """Names the layer to look at: one whose weights are already non-finite, else the first module
@@ -106,14 +114,20 @@ class NonFiniteGuard(L.Callback):
             if not torch.isfinite(p).all():
                 return f"first non-finite layer: {name} (its values are non-finite)"
         inputs = self._batch[0] if isinstance(self._batch, (list, tuple)) else self._batch
-        if isinstance(inputs, torch.Tensor) and inputs.is_floating_point() and not torch.isfinite(inputs).all():
+        if (
+            isinstance(inputs, torch.Tensor)
+            and inputs.is_floating_point()
+            and not torch.isfinite(inputs).all()
+        ):
             return "the batch's inputs hold NaN/inf: check the data"
         layer = first_nonfinite_module(pl_module, self._batch)
         if layer is not None:
             return f"first non-finite layer: {layer} (its output is non-finite)"
         for name, p in pl_module.named_parameters():
             if p.grad is not None and not torch.isfinite(p.grad).all():
-                return f"first non-finite layer: {name} (its gradient is non-finite; the forward pass is finite)"
+                return (
+                    f"first non-finite layer: {name} (its gradient is non-finite; the forward pass is finite)"
+                )
         return "the model's outputs and gradients are finite: look at the loss and the targets"
 
 
@@ -132,9 +146,14 @@ def first_nonfinite_module(pl_module: nn.Module, batch: object) -> str | None:
 
     def hook(name: str):
         def check(module: nn.Module, args: object, output: object) -> None:
-            if not found and isinstance(output, torch.Tensor) and output.is_floating_point() \
-                    and not torch.isfinite(output).all():
+            if (
+                not found
+                and isinstance(output, torch.Tensor)
+                and output.is_floating_point()
+                and not torch.isfinite(output).all()
+            ):
                 found.append(name)
+
         return check
 
     handles = [m.register_forward_hook(hook(n)) for n, m in pl_module.named_modules() if n]

@@ -52,8 +52,9 @@ class SignalCheckpoint(L.Callback):
             raise KeyboardInterrupt  # Ctrl-C twice: the user does not want to wait for the step to end
         self.received = signum
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object,
-                           batch: object, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
+    ) -> None:
         stop = self.received is not None
         if trainer.world_size > 1:  # a signal may reach the ranks in different steps: stop together
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
@@ -63,7 +64,10 @@ class SignalCheckpoint(L.Callback):
         path = self.dirpath / f"{self.filename}.ckpt"
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
-            print(f"chainrule: {signal.Signals(signum).name} received: saved {path} at step "
-                  f"{trainer.global_step}; continue with: chainrule-train resume={trainer.default_root_dir}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"chainrule: {signal.Signals(signum).name} received: saved {path} at step "
+                f"{trainer.global_step}; continue with: chainrule-train resume={trainer.default_root_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
         raise Interrupted(signum)

@@ -146,7 +146,9 @@ class InMemoryDataModule(L.LightningDataModule):
         world, _ = self._world()
         return max(1, self.batch_size // world)
 
-    def _loader(self, arrays: Arrays, batch_size: int, shuffle: bool = False, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(
+        self, arrays: Arrays, batch_size: int, shuffle: bool = False, sampler: Sampler | None = None
+    ) -> DataLoader:
         return DataLoader(
             TensorDataset(arrays.x, arrays.y),
             batch_size=batch_size,

@@ -22,8 +22,12 @@ class ResumableSampler(DistributedSampler):
     `len()` stays the full epoch: Lightning counts the batches already done itself.
     """
 
-    def __init__(self, dataset: Sized, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+    def __init__(
+        self, dataset: Sized, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True
+    ):
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
         self._skip = 0
 
     def resume_at(self, position: dict[str, int], batch_size: int) -> None:
