@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from chainrule.checkpointing import RunConfigInCheckpoint
+from chainrule.checkpointing import RngStatesInCheckpoint, RunConfigInCheckpoint
 from chainrule.config_agreement import SameConfigOnAllRanks
 from chainrule.data.base import InMemoryDataModule
 from chainrule.task import Task
@@ -59,7 +59,11 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     if not cfg.trainer.get("enable_model_summary", True):
         callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
     config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks += [RunConfigInCheckpoint(config), SameConfigOnAllRanks(config)]
+    callbacks += [
+        RunConfigInCheckpoint(config),
+        SameConfigOnAllRanks(config),
+        RngStatesInCheckpoint(),  # without it a resumed run draws other dropout masks
+    ]
     return callbacks
 
 

@@ -1,38 +1,247 @@
-"""What chainrule adds to Lightning checkpoints, and reading it back safely."""
+"""What chainrule adds to Lightning checkpoints: atomic writes, safe loading, the run's config and RNG
+states inside, and finding the newest checkpoint that is intact."""
 
+import io
+import os
+import pickle
+import random
+import re
+import time
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 
 from chainrule.errors import CheckpointError
+from chainrule.redaction import redact
 
 CONFIG_KEY = "chainrule_config"
+TEMP_SUFFIX = ".tmp"
+
+# Types besides tensors and plain containers that chainrule itself puts into checkpoints and that
+# `weights_only=True` loading must therefore accept. chainrule stores state as plain dicts, lists and
+# tensors, so this stays empty; a new entry must be a plain data type whose unpickling runs no code.
+SAFE_GLOBALS: list[Any] = []
 
 
-class RunConfigInCheckpoint(L.Callback):
-    """Stores the run's resolved config (plain dicts and lists) in every checkpoint, so that a checkpoint
-    alone rebuilds its model and data; no Python objects are pickled into it."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint reader/writer, made crash-proof and safe.
 
-    def __init__(self, config: dict[str, Any]):
-        self.config = config
+    Writing: the checkpoint goes to a hidden temporary file next to its target, is flushed and fsync'ed,
+    then renamed over the target (`os.replace` is atomic on POSIX). A process killed mid-write leaves at
+    most a stray temporary file, never a partial file under a checkpoint's name.
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint[CONFIG_KEY] = self.config
+    Reading: `torch.load(weights_only=True)`, whatever Lightning asks for, unless a caller passes
+    `weights_only=False` explicitly: a checkpoint is a pickle, and a pickle from anyone can run code.
+
+    write_delay_s: for tests only; spreads each write over this many seconds (in chunks), so that a test
+    can kill the process while a checkpoint is being written. 0 in real runs.
+    """
+
+    def __init__(self, write_delay_s: float = 0.0):
+        super().__init__()
+        self.write_delay_s = write_delay_s
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+        try:
+            with open(temp, "wb") as f:
+                self._write(f, buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_directory(path.parent)
+
+    def _write(self, f: io.BufferedWriter, data: memoryview) -> None:
+        if self.write_delay_s <= 0:
+            f.write(data)
+            return
+        chunks = 20
+        step = max(1, -(-len(data) // chunks))
+        for start in range(0, len(data), step):
+            f.write(data[start : start + step])
+            f.flush()
+            time.sleep(self.write_delay_s / chunks)
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Callable | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if weights_only is False or "://" in str(path):
+            return super().load_checkpoint(path, weights_only=weights_only)
+        return load_checkpoint(path)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make the rename itself durable: it lives in the directory entry."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint as plain tensors and containers (`weights_only=True`: no code runs on load)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}; pass the path of a .ckpt file, "
-                              f"e.g. ckpt_path=<run dir>/checkpoints/last.ckpt")
+        raise CheckpointError(
+            f"checkpoint not found: {path}; pass the path of a .ckpt file, "
+            f"e.g. ckpt_path=<run dir>/checkpoints/last.ckpt, or resume=<run dir>"
+        )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated, foreign or unsafe files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        text = str(error).strip()
+        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in text:
+            raise CheckpointError(
+                f"refusing to load checkpoint {path}: it contains Python objects that would run code when "
+                f"unpickled ({_unsafe_global(text)}); chainrule loads only tensors and plain containers. "
+                f"Use checkpoints written by chainrule-train, or re-save this one as a state dict"
+            ) from error
+        first_line = text.splitlines()[0] if text else type(error).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {first_line}") from error
+
+
+def _unsafe_global(message: str) -> str:
+    """The offending global named in torch's weights-only error, e.g. `posix.system`."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    return found.group(1) if found else "an unsupported global"
+
+
+def is_intact(path: str | Path) -> bool:
+    """True when `path` is a complete checkpoint archive: its zip directory is present (a truncated file
+    has none) and every member matches its CRC-32 (a corrupted one does not)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None and any(n.endswith("/data.pkl") for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
+
+
+def checkpoint_candidates(run_dir: str | Path) -> list[Path]:
+    """The checkpoints a run directory holds, newest first (by modification time: each file appears,
+    complete, at the moment it was renamed into place). Includes Lightning's SLURM `hpc_ckpt_*.ckpt`."""
+    run_dir = Path(run_dir)
+    paths = [*run_dir.glob("checkpoints/*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+    paths = [p for p in paths if p.is_file() and not p.name.startswith(".")]
+    return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+
+
+def newest_intact_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint in `run_dir` that is intact; each newer damaged one is reported and skipped."""
+    for path in checkpoint_candidates(run_dir):
+        if is_intact(path):
+            return path
+        rank_zero_warn(f"skipping damaged checkpoint {path} (truncated or corrupt); trying the previous one")
+    return None
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> None:
+    """Delete temporary files left by writers that were killed mid-write (call before training starts)."""
+    for temp in Path(run_dir).glob(f"**/.*.ckpt.*{TEMP_SUFFIX}"):
+        temp.unlink(missing_ok=True)
+
+
+class RunConfigInCheckpoint(L.Callback):
+    """Stores the run's resolved config (plain dicts and lists, secrets redacted) in every checkpoint, so
+    that a checkpoint alone rebuilds its model and data; no Python objects are pickled into it."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = redact(config)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+class RngStatesInCheckpoint(L.Callback):
+    """Saves the RNG states of every rank (python, numpy, torch CPU and CUDA) with each checkpoint and
+    gives each rank its own back when training resumes, so dropout masks and other random draws continue
+    as if the run had never stopped.
+
+    States are restored at `on_train_start`, the last hook before the first resumed batch, so nothing
+    that Lightning does while setting up consumes random numbers from the restored streams.
+    """
+
+    def __init__(self) -> None:
+        self._to_restore: list[dict[str, Any]] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        states = _rng_states()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, states)
+            return {"ranks": gathered}
+        return {"ranks": [states]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict.get("ranks")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        ranks, self._to_restore = self._to_restore, None
+        if not ranks:
+            return
+        if len(ranks) != trainer.world_size:
+            rank_zero_warn(
+                f"the checkpoint holds RNG states of {len(ranks)} ranks but this run has "
+                f"{trainer.world_size}; random streams continue from fresh seeds instead"
+            )
+            return
+        _set_rng_states(ranks[trainer.global_rank])
+
+
+def _rng_states() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "python": random.getstate(),
+        # numpy's state as tensors and numbers, so that loading needs no numpy types
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(_as_tuples(states["python"]))
+    n = states["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """random.setstate wants the nested tuples it gave; some loaders return lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def load_run_config(path: str | Path) -> dict[str, Any]:

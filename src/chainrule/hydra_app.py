@@ -7,11 +7,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 
 from chainrule.distributed import detect_launch, prefix_console
 from chainrule.errors import ChainruleError, unknown_choice
+from chainrule.redaction import redact_argv, redact_files, redact_logging
+from chainrule.resume_cli import resume_arguments
 from chainrule.run import check_run_identity, rank_overrides, register_resolvers
 
 register_resolvers()
@@ -55,15 +58,33 @@ def check_group_choices(overrides: list[str], conf: Path) -> None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn chainrule's errors (also when raised inside `instantiate`) into one-message Hydra errors."""
+    """Turn chainrule's errors, a constructor refusing its config values, and Lightning's
+    MisconfigurationException into one-message Hydra errors (the traceback with HYDRA_FULL_ERROR=1)."""
+    # Lightning is imported here, not at the top, so that command-line errors answer before torch loads.
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         yield
-    except ChainruleError as error:
-        raise UserError(str(error)) from None
+    except (ChainruleError, MisconfigurationException) as error:
+        raise UserError(str(error)) from (error if full else None)
     except InstantiationException as error:
-        if isinstance(error.__cause__, ChainruleError):
-            raise UserError(str(error.__cause__)) from None
-        raise
+        cause = error.__cause__
+        if isinstance(cause, (ChainruleError, MisconfigurationException)):
+            raise UserError(str(cause)) from (error if full else None)
+        # Hydra's message: "Error in call to target 'x':\nTypeError(...)\nfull_key: y" -> one line.
+        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise UserError(f"cannot build from the config: {text}") from (error if full else None)
+
+
+def protect_secrets() -> None:
+    """Keep secrets out of this run's files: Hydra's saved config files, its log file, and the command
+    line that loggers record."""
+    redact_logging()
+    redact_argv()
+    hydra = HydraConfig.get()
+    if hydra.output_subdir is not None:
+        redact_files(Path(hydra.runtime.output_dir) / hydra.output_subdir)
 
 
 def run(app: Callable[[], object], argv: list[str] | None = None) -> None:
@@ -74,6 +95,8 @@ def run(app: Callable[[], object], argv: list[str] | None = None) -> None:
     prefix_console(launch.rank)
     try:
         check_group_choices(argv, config_dir())
+        # Hydra (and Lightning, when it starts more ranks) read sys.argv itself.
+        sys.argv[1:] = argv = resume_arguments(argv)
         check_run_identity(argv, launch)
     except ChainruleError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

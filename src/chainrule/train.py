@@ -4,38 +4,41 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from chainrule.distributed import check_global_batch, on_all_ranks
-from chainrule.hydra_app import config_dir, run, user_errors
+from chainrule.hydra_app import config_dir, protect_secrets, run, user_errors
+from chainrule.redaction import redact
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the train split (validating each epoch), then test the best checkpoint.
 
-    Returns the final train/val/test metrics by name.
+    Returns the final train/val/test metrics by name. A run directory that holds checkpoints is resumed
+    from its newest intact one; one whose training finished is only tested.
     """
     # Imported here so that `--help`, `--cfg` and command-line errors answer without loading torch.
     import lightning as L
     import torch
 
-    from chainrule import builders
+    from chainrule import builders, resume
     from chainrule.reporting import print_config_tree, print_results, route_lightning_logs_through_root
+    from chainrule.validation import validate
 
     route_lightning_logs_through_root()
-
-    print_config_tree(cfg)
+    validate(cfg)
+    shown = OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True)))  # what is printed and logged
+    print_config_tree(shown)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = builders.build_datamodule(cfg)
     task = builders.build_task(cfg, datamodule)
     trainer = builders.build_trainer(cfg, builders.build_callbacks(cfg), builders.build_loggers(cfg))
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(OmegaConf.to_container(shown))
 
     if cfg.train:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        resume.fit(trainer, task, datamodule, cfg)
     metrics = dict(trainer.callback_metrics)
 
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    best = resume.best_checkpoint(trainer, cfg.paths.output_dir)
     if cfg.test:
         trainer.test(task, datamodule=datamodule, ckpt_path=best or cfg.ckpt_path)
         metrics.update(trainer.callback_metrics)
@@ -52,6 +55,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with user_errors():
+        protect_secrets()
         check_global_batch(cfg)  # before any further rank starts
         metrics = on_all_ranks(train, cfg)
     optimized = cfg.get("optimized_metric")

@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from chainrule.data.batching import per_device_batch_size
+from chainrule.data.resumable import is_position, training_position
 from chainrule.data.sampling import GlobalBatchSampler, eval_batches
 from chainrule.errors import ConfigError
 
@@ -60,6 +61,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.num_workers = num_workers
         self._splits: Splits | None = None
+        self._resume_position: dict[str, int] | None = None
 
     # --- what subclasses provide -------------------------------------------------------------------
     def load(self) -> Arrays | tuple[Arrays, Arrays]:
@@ -119,6 +121,9 @@ class InMemoryDataModule(L.LightningDataModule):
         world, rank, accumulation = self._world()
         sampler = GlobalBatchSampler(len(self.splits.train), self.batch_size, world, rank, accumulation,
                                      shuffle=True, seed=self.split_seed)
+        if self._resume_position is not None:
+            sampler.resume_at(self._resume_position)
+            self._resume_position = None
         return self._loader(self.splits.train, batch_size=sampler.micro_batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -132,11 +137,20 @@ class InMemoryDataModule(L.LightningDataModule):
         batches = eval_batches(len(arrays), max(1, self.batch_size // world), world, rank)
         return self._loader(arrays, batch_sampler=batches)
 
+    # --- resuming: the position in the training order travels in every checkpoint --------------------
+    def state_dict(self) -> dict[str, int]:
+        return training_position(self.trainer)
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_position = state_dict if is_position(state_dict) else None
+
     def _loader(self, arrays: Arrays, **batching) -> DataLoader:
         # The samplers above shard by rank themselves; trainer.use_distributed_sampler is off for that.
         return DataLoader(
             TensorDataset(arrays.x, arrays.y),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # A private generator: starting an epoch then leaves the global RNG (dropout masks) untouched.
+            generator=torch.Generator().manual_seed(self.split_seed),
             **batching,
         )

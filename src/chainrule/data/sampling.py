@@ -12,6 +12,7 @@ the same number of batches, because DDP may run a collective in each forward (bu
 process with one batch more would wait forever.
 """
 
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -58,9 +59,16 @@ class GlobalBatchSampler(Sampler[int]):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, position: dict[str, int]) -> None:
+        """Make the next pass run epoch `position["epoch"]` from its micro-batch `position["batches"]`
+        (see chainrule.data.resumable); `len()` stays the full epoch, as Lightning counts done batches."""
+        self.set_epoch(position["epoch"])
+        self._skip = position["batches"] * self.micro_batch_size
 
     def __len__(self) -> int:
         return self.steps * self.accumulate_grad_batches * self.micro_batch_size
@@ -73,6 +81,10 @@ class GlobalBatchSampler(Sampler[int]):
         return torch.randperm(self.num_samples, generator=generator)
 
     def __iter__(self) -> Iterator[int]:
+        skip, self._skip = self._skip, 0
+        return itertools.islice(self._indices(), skip, None)
+
+    def _indices(self) -> Iterator[int]:
         order = self.global_order()
         micro, world = self.micro_batch_size, self.world_size
         for step in range(self.steps):

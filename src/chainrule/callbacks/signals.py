@@ -1,0 +1,73 @@
+"""SIGTERM (preemption, `scancel`, a container stop) and SIGINT (Ctrl-C): save a checkpoint, then exit.
+
+Lightning's own SIGTERM handling exits without a checkpoint, and Python turns Ctrl-C into a
+KeyboardInterrupt wherever the process happens to be, possibly between a parameter update and the
+optimizer's state update. Here a signal only sets a flag; the current step finishes, all ranks agree to
+stop at the same step, a checkpoint is written, and the process exits with 128 + the signal number
+(the shell's convention for "ended by this signal"). SIGUSR1 is left to Lightning's SLURM requeue
+handler. A second Ctrl-C stops at once.
+"""
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import lightning as L
+
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(SystemExit):
+    """Training stopped on a signal after saving a checkpoint; the exit status is 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+class SignalCheckpoint(L.Callback):
+    """On SIGTERM or SIGINT, writes `<dirpath>/<filename>.ckpt` after the current training step and exits.
+
+    A resume (`chainrule-train resume=<run dir>`, or the same run dir reused by a requeued job) continues
+    from it exactly.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "interrupted"):
+        self.dirpath = Path(dirpath)
+        self.filename = filename
+        self.received: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Installed here, after Lightning registered its own handlers, so these replace them; Lightning
+        # puts the original handlers back when fitting ends.
+        self.received = None
+        if threading.current_thread() is threading.main_thread():
+            for signum in HANDLED:
+                signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: the user does not want to wait for the step to end
+        self.received = signum
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
+    ) -> None:
+        stop = self.received is not None
+        if trainer.world_size > 1:  # a signal may reach the ranks in different steps: stop together
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
+            return
+        signum = self.received or signal.SIGTERM
+        path = self.dirpath / f"{self.filename}.ckpt"
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            print(
+                f"chainrule: {signal.Signals(signum).name} received: saved {path} at step "
+                f"{trainer.global_step}; continue with: chainrule-train resume={trainer.default_root_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
+        raise Interrupted(signum)

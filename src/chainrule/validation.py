@@ -1,0 +1,231 @@
+"""Checks of the composed config before anything is built or any process is started.
+
+Each problem becomes one ConfigError that names the key, what is wrong, and the fix. Most checks read
+the constructors the config points at (`_target_`): their parameter names and type hints say which keys
+exist and what values they take, so new components are checked without new code here.
+"""
+
+import difflib
+import inspect
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Union
+
+import torch
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from chainrule.data.batching import per_device_batch_size
+from chainrule.errors import ConfigError
+
+# Groups whose config must name what to build.
+BUILT = ("data", "model", "task", "loss", "optim", "scheduler", "trainer")
+# fp16 automatic mixed precision and Transformer Engine need a CUDA GPU; on a CPU Lightning silently
+# trains in bf16 instead.
+GPU_PRECISIONS = {"16-mixed", "16", "transformer-engine", "transformer-engine-float16"}
+
+
+def validate(cfg: DictConfig, machine: bool = True) -> None:
+    """Raise ConfigError for the first problem found in `cfg` (a composed train config).
+
+    machine: also check the trainer against this machine (its GPUs and cores); off where the config is
+    checked on one machine for another, e.g. before submitting a job from a login node.
+    """
+    for group in BUILT:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(
+                f"{group} has no _target_: every {group} config names the class or function "
+                f"to build (see conf/{group}/); pick an option with {group}=<name>"
+            )
+    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
+        raise ConfigError(f"seed must be an integer, got {cfg.get('seed')!r}")
+    for path, node in _targets(cfg):
+        _check_target(path, node)
+    _check_optimizer(cfg)
+    if machine:
+        _check_machine(cfg.trainer)
+    _check_batch(cfg)
+
+
+def _targets(node: Any, path: str = "") -> list[tuple[str, DictConfig]]:
+    """Every config node with a `_target_`, with its dotted path."""
+    found = []
+    if isinstance(node, DictConfig):
+        if "_target_" in node and path:
+            found.append((path, node))
+        for key in node:
+            if isinstance(key, str) and not key.startswith("_") and key != "hydra":
+                found += _targets(node._get_node(key), f"{path}.{key}" if path else key)
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            found += _targets(node._get_node(i), f"{path}.{i}")
+    return found
+
+
+def _check_target(path: str, node: DictConfig) -> None:
+    target = node._target_
+    try:
+        factory = get_object(target) if isinstance(target, str) else target
+    except Exception as error:
+        reason = (
+            " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+        )
+        raise ConfigError(
+            f"{path}._target_: cannot import '{target}' ({reason}); check the spelling, or "
+            f"pick a config option instead"
+        ) from None
+    if not callable(factory):
+        raise ConfigError(f"{path}._target_: '{target}' is not a class or function")
+    params, open_ended = accepted_parameters(factory)
+    values = OmegaConf.to_container(node, resolve=True)
+    for key, value in values.items():
+        if not isinstance(key, str) or key.startswith("_"):
+            continue
+        if key not in params:
+            if open_ended:
+                continue
+            close = difflib.get_close_matches(key, list(params), n=1)
+            hint = f"did you mean {path}.{close[0]}?" if close else f"valid keys: {', '.join(sorted(params))}"
+            raise ConfigError(f"{path}.{key}: {target} has no argument '{key}'; {hint}")
+        annotation = params[key]
+        if isinstance(value, (str, int, float, bool)) and _matches(value, annotation) is False:
+            raise ConfigError(
+                f"{path}.{key}={value!r} is not valid: {target} expects {_describe(annotation)}"
+            )
+
+
+def accepted_parameters(factory: Callable) -> tuple[dict[str, Any], bool]:
+    """The keyword parameters `factory` accepts, with their type hints, following `**kwargs` up a class
+    hierarchy; and whether it still accepts any keyword after that (an unresolved `**kwargs`)."""
+    functions = (
+        [c.__dict__["__init__"] for c in factory.__mro__ if "__init__" in c.__dict__ and c is not object]
+        if inspect.isclass(factory)
+        else [factory]
+    )
+    params: dict[str, Any] = {}
+    for function in functions:
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):
+            return params, True
+        try:
+            hints = typing.get_type_hints(function)
+        except Exception:  # unresolvable forward references: check names only
+            hints = {}
+        for name, p in signature.parameters.items():
+            if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                params.setdefault(name, hints.get(name, p.annotation))
+        if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+            return params, False
+    return params, True
+
+
+def _matches(value: Any, annotation: Any) -> bool | None:
+    """Whether a plain config value fits a type hint: True, False, or None when the hint is too rich to
+    tell (then the constructor decides)."""
+    if annotation in (inspect.Parameter.empty, Any):
+        return None
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        results = [_matches(value, a) for a in typing.get_args(annotation)]
+        return True if True in results else (False if all(r is False for r in results) else None)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return False
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, Sequence) or annotation in (list, tuple) or origin in (dict, Mapping):
+        return False  # a plain value where a collection is expected
+    return None
+
+
+def _describe(annotation: Any) -> str:
+    """`int`, `int or str`, `one of 'a', 'b'` (the literals of nested unions gathered in one list)."""
+    members = _flatten(annotation)
+    literals = [value for m in members if typing.get_origin(m) is Literal for value in typing.get_args(m)]
+    others = [
+        getattr(a, "__name__", str(a))
+        for a in members
+        if typing.get_origin(a) is not Literal and a is not type(None)
+    ]
+    if literals:
+        others.append("one of " + ", ".join(repr(a) for a in literals))
+    return " or ".join(others)
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _flatten(a)]
+    return [annotation]
+
+
+def _check_optimizer(cfg: DictConfig) -> None:
+    """Let the optimizer check its own settings (learning rate, betas, ...) on a dummy parameter."""
+    try:
+        factory = instantiate(cfg.optim)
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"optim ({cfg.optim._target_}): {error}; the optimizer refuses these settings"
+        ) from None
+
+
+def _check_batch(cfg: DictConfig) -> None:
+    """The global batch must split evenly over ranks and accumulation steps (checked before DDP starts)."""
+    trainer = cfg.trainer
+    devices = trainer.get("devices", "auto")
+    if (
+        isinstance(devices, int)
+        and not isinstance(devices, bool)
+        and devices > 0
+        and "batch_size" in cfg.data
+    ):
+        world = devices * int(trainer.get("num_nodes", 1))
+        per_device_batch_size(cfg.data.batch_size, world, int(trainer.get("accumulate_grad_batches", 1)))
+
+
+def _check_machine(trainer: DictConfig) -> None:
+    """The devices, accelerator and precision asked for exist on this machine."""
+    devices = trainer.get("devices", "auto")
+    accelerator = str(trainer.get("accelerator", "auto"))
+    gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU; "
+            f"use trainer=cpu (or trainer.accelerator=cpu)"
+        )
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and gpus == 0)
+    available, unit = (
+        (gpus, "GPU(s)") if on_gpu else (os.cpu_count() or 1, "CPU cores") if on_cpu else (None, "")
+    )
+    if available is not None and isinstance(devices, int) and not isinstance(devices, bool):
+        if devices > available:
+            raise ConfigError(
+                f"trainer.devices={devices} but this machine has {available} {unit}; "
+                f"use trainer.devices={available} or fewer (or trainer.devices=auto)"
+            )
+    if available is not None and isinstance(devices, ListConfig):
+        missing = [d for d in devices if not isinstance(d, int) or d >= available]
+        if missing:
+            raise ConfigError(
+                f"trainer.devices={list(devices)}: device(s) {missing} do not exist; this machine "
+                f"has {available} {unit}, numbered 0-{available - 1}"
+            )
+    precision = str(trainer.get("precision"))
+    if on_cpu and precision in GPU_PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision={precision} needs a CUDA GPU, but the trainer runs on the CPU "
+            f"(fp16 mixed precision does not run there); use trainer.precision=bf16-mixed or "
+            f"32-true, or a GPU trainer (trainer=gpu)"
+        )

@@ -1,0 +1,18 @@
+"""The uninterrupted reference run that the interrupted runs of tests/resume must reproduce."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from runs import TOTAL_STEPS, output, start
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The final checkpoint of the uninterrupted run that every interrupted run must reproduce."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    process = start(run_dir)
+    assert process.wait(timeout=300) == 0, output(run_dir)[-3000:]
+    final = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(final, weights_only=True)["global_step"] == TOTAL_STEPS
+    return final

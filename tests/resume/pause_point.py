@@ -1,0 +1,42 @@
+"""A test-only callback that holds a training process at an exact point, so that a test can deliver a real
+signal (SIGKILL, SIGTERM, SIGINT) there. `chainrule-train` subprocesses import it through PYTHONPATH."""
+
+import time
+from pathlib import Path
+
+import lightning as L
+
+HOOKS = ("train_batch_start", "before_optimizer_step", "train_batch_end", "validation_batch_start")
+
+
+class PauseAt(L.Callback):
+    """At `hook` of optimizer step `step` (0-based), create `marker`, then sleep for `seconds`.
+
+    Once only: when `marker` exists already (in the resumed run), it does nothing. Checkpoint callbacks
+    run after all others, so at `train_batch_end` the step's own checkpoint is not written yet.
+    """
+
+    def __init__(self, step: int, hook: str, marker: str, seconds: float = 600.0):
+        assert hook in HOOKS, hook
+        self.step, self.hook, self.marker, self.seconds = step, hook, Path(marker), seconds
+
+    def _pause(self, hook: str, step: int) -> None:
+        if hook != self.hook or step != self.step or self.marker.exists():
+            return
+        self.marker.write_text(f"{hook} {step}\n")
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:  # short sleeps: signal handlers run in between
+            time.sleep(0.02)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._pause("train_batch_start", trainer.global_step)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self._pause("before_optimizer_step", trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._pause("train_batch_end", trainer.global_step - 1)  # the update of this step is counted already
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            self._pause("validation_batch_start", trainer.global_step)

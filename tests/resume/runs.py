@@ -1,0 +1,135 @@
+"""Shared pieces of the resume tests: the run they train, and starting, pausing and signalling it.
+
+Every test here runs the real `chainrule-train` in a subprocess and delivers real signals to it. A
+test-only callback (pause_point.PauseAt, on PYTHONPATH) holds the process at an exact hook of an exact
+step, so that a kill lands where the test says.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+
+# 4 epochs x 10 batches of a dropout MLP with AdamW and a warm-up/cosine schedule, on the CPU with
+# deterministic algorithms: RNG streams, optimizer moments, the LR schedule and the data order all
+# matter, so any slip in resuming changes bits of the result.
+RUN = [
+    "data=synthetic",
+    "model.width=32",
+    "trainer=cpu",
+    "trainer.deterministic=true",
+    "trainer.max_epochs=4",
+    "callbacks.step_checkpoint.every_n_train_steps=4",
+    "~callbacks.rich_progress_bar",
+    "~callbacks.model_summary",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "test=false",
+    "logger=csv",
+]
+STEPS_PER_EPOCH = 10
+TOTAL_STEPS = 40
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(extra or {})})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def start(run_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start `chainrule-train RUN... overrides... hydra.run.dir=run_dir`; output goes to run_dir.log."""
+    with open(f"{run_dir}.log", "a") as log:
+        return subprocess.Popen(
+            [str(BIN / "chainrule-train"), *RUN, *overrides, f"hydra.run.dir={run_dir}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=cli_env(env),
+            text=True,
+        )
+
+
+def resume(run_dir: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`chainrule-train resume=run_dir` to the end (nothing else: the run's own config is reused)."""
+    return subprocess.run(
+        [str(BIN / "chainrule-train"), f"resume={run_dir}", *overrides],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def pause_at(step: int, hook: str, marker: Path, seconds: float = 600) -> list[str]:
+    """Overrides that add pause_point.PauseAt: hold at `hook` of step `step` and create `marker`."""
+    return [
+        "+callbacks.pause._target_=pause_point.PauseAt",
+        f"+callbacks.pause.step={step}",
+        f"+callbacks.pause.hook={hook}",
+        f"+callbacks.pause.marker={marker}",
+        f"+callbacks.pause.seconds={seconds}",
+    ]
+
+
+def wait_until(
+    condition: Callable[[], bool], process: subprocess.Popen, run_dir: Path, timeout: float = 240
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(
+                f"training exited ({process.returncode}) before the test's point:\n{output(run_dir)[-3000:]}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"timed out waiting for the test's point:\n{output(run_dir)[-3000:]}")
+        time.sleep(0.05)
+
+
+def output(run_dir: Path) -> str:
+    path = Path(f"{run_dir}.log")
+    return path.read_text() if path.exists() else ""
+
+
+def training_state(path: Path) -> dict[str, Any]:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return {
+        key: checkpoint[key] for key in ("global_step", "state_dict", "optimizer_states", "lr_schedulers")
+    }
+
+
+def assert_equal_exactly(a: Any, b: Any, where: str = "") -> None:
+    """Recursive equality with torch.equal for tensors: zero tolerance."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), f"differs at {where}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"keys differ at {where}"
+        for key in a:
+            assert_equal_exactly(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"lengths differ at {where}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_equal_exactly(x, y, f"{where}/{i}")
+    else:
+        assert a == b, f"differs at {where}: {a!r} != {b!r}"
+
+
+def assert_same_result(run_dir: Path, reference: Path) -> None:
+    """The run's final parameters, optimizer state and LR schedule equal the uninterrupted run's, bit
+    for bit."""
+    final = training_state(run_dir / "checkpoints" / "last.ckpt")
+    expected = training_state(reference)
+    assert final["global_step"] == expected["global_step"]
+    assert_equal_exactly(final["state_dict"], expected["state_dict"], "state_dict")
+    assert_equal_exactly(final["optimizer_states"], expected["optimizer_states"], "optimizer_states")
+    assert_equal_exactly(final["lr_schedulers"], expected["lr_schedulers"], "lr_schedulers")

@@ -1,0 +1,40 @@
+"""The pre-flight config checks accept every shipped config option, and read constructors correctly."""
+
+import pytest
+import torch
+
+from chainrule.hydra_app import config_dir
+from chainrule.validation import accepted_parameters, validate
+
+GROUPS = (
+    "data",
+    "model",
+    "task",
+    "loss",
+    "optim",
+    "scheduler",
+    "trainer",
+    "callbacks",
+    "logger",
+    "experiment",
+    "debug",
+)
+
+
+def options() -> list[tuple[str, str]]:
+    return [(group, p.stem) for group in GROUPS for p in sorted((config_dir() / group).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), options(), ids=[f"{g}={o}" for g, o in options()])
+def test_every_shipped_option_passes_validation(compose_train, group: str, option: str) -> None:
+    if group == "trainer" and option == "gpu" and not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    validate(compose_train(f"{group}={option}"))
+
+
+def test_parameters_follow_kwargs_up_the_class_hierarchy() -> None:
+    from chainrule.data.sklearn import SklearnDataModule
+
+    params, open_ended = accepted_parameters(SklearnDataModule)
+    assert {"dataset", "batch_size", "val_fraction", "split_seed"} <= params.keys()
+    assert params["batch_size"] is int and not open_ended
