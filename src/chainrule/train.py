@@ -20,10 +20,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     from chainrule import builders, resume
     from chainrule.reporting import print_config_tree, print_results, route_lightning_logs_through_root
-    from chainrule.validation import validate
 
     route_lightning_logs_through_root()
-    validate(cfg)
     shown = OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True)))  # what is printed and logged
     print_config_tree(shown)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
@@ -54,9 +52,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from chainrule.validation import validate  # imports torch: not needed for --help or --cfg
+
     with user_errors():
         protect_secrets()
-        check_global_batch(cfg)  # before any further rank starts
+        validate(cfg)  # before any further rank starts
+        check_global_batch(cfg)
         metrics = on_all_ranks(train, cfg)
     optimized = cfg.get("optimized_metric")
     return metrics.get(optimized) if optimized else None

@@ -99,7 +99,11 @@ def _check_target(path: str, node: DictConfig) -> None:
 
 def accepted_parameters(factory: Callable) -> tuple[dict[str, Any], bool]:
     """The keyword parameters `factory` accepts, with their type hints, following `**kwargs` up a class
-    hierarchy; and whether it still accepts any keyword after that (an unresolved `**kwargs`)."""
+    hierarchy; and whether it still accepts any keyword after that (an unresolved `**kwargs`).
+
+    Only chainrule's own classes are known to hand `**kwargs` to their base class; elsewhere they may
+    go anywhere (Lightning's DDPStrategy passes them to DistributedDataParallel), so such a class
+    accepts any keyword."""
     functions = (
         [c.__dict__["__init__"] for c in factory.__mro__ if "__init__" in c.__dict__ and c is not object]
         if inspect.isclass(factory)
@@ -120,6 +124,8 @@ def accepted_parameters(factory: Callable) -> tuple[dict[str, Any], bool]:
                 params.setdefault(name, hints.get(name, p.annotation))
         if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
             return params, False
+        if not getattr(factory, "__module__", "").startswith("chainrule."):
+            return params, True
     return params, True
 
 

@@ -26,7 +26,7 @@ CASES = [
     (
         "unknown-group-option",
         ["model=transformer"],
-        "unknown model 'transformer'; choose one of: autoencoder, cnn, mlp",
+        "unknown model 'transformer'; choose one of: autoencoder, cnn, gpt",
     ),
     ("unknown-optimizer", ["optim=adamx"], "unknown optim 'adamx'; choose one of: adagrad, adam, adamw"),
     ("unknown-debug-preset", ["debug=turbo"], "unknown debug 'turbo'; choose one of"),
