@@ -21,7 +21,7 @@ STEPS = 8
 TRAIN = (
     "data=synthetic", "data.num_samples=223", "data.batch_size=32", "model.dropout=0", "optim=sgd",
     f"trainer.max_steps={STEPS}", "trainer.log_every_n_steps=1", "~callbacks.rich_progress_bar",
-    "+trainer.enable_progress_bar=false", "logger=csv",
+    "trainer.enable_progress_bar=false", "logger=csv",
 )
 
 

@@ -31,8 +31,8 @@ RUN = [
     "callbacks.step_checkpoint.every_n_train_steps=4",
     "~callbacks.rich_progress_bar",
     "~callbacks.model_summary",
-    "+trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
     "test=false",
     "logger=csv",
 ]

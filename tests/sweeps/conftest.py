@@ -17,8 +17,8 @@ FAST_TRIAL = [
     "model.width=64",
     "test=false",
     "+trainer.enable_checkpointing=false",
-    "+trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
 ]
 
 
