@@ -53,7 +53,7 @@ class GradientHealth(L.Callback):
     """Logs gradient statistics to every configured logger and warns once per unhealthy condition.
 
     every_n_steps: compute and log on optimizer steps 0, n, 2n, ...
-    update_ratio: also log update-to-weight ratios (keeps a copy of the parameters during a logging step).
+    update_ratio: also log update-to-weight ratios (keeps one copy of the parameters for the run).
     dead_relu: also log dead-ReLU fractions (forward hooks on nn.ReLU modules during logging steps only).
     vanishing_ratio: *vanishing* when the geometric mean of the first third of the layers' gradient norms
         is below vanishing_ratio x that of the last third (layers in registration order, input first) ...
@@ -92,9 +92,13 @@ class GradientHealth(L.Callback):
         self._names: list[str] = []  # modules owning parameters, in registration order
         self._params: list[nn.Parameter] = []
         self._owner: torch.Tensor | None = None  # module index of each parameter
+        self._owner_on_device: torch.Tensor | None = None
+        self._single_device = True
+        self._relus: list[tuple[str, nn.Module]] = []
         self._relu_handles: list[RemovableHandle] = []
         self._dead: dict[str, list[torch.Tensor]] = {}
         self._pending: dict[str, Any] | None = None  # pre-step values of the current logging step
+        self._before: list[torch.Tensor] | None = None  # parameters before the update of a logging step
         self._previous_global: float | None = None
 
     # --- layout -----------------------------------------------------------------------------------
@@ -107,6 +111,10 @@ class GradientHealth(L.Callback):
                 self._names.append(_display_name(name))
                 self._params += own
         self._owner = torch.tensor(owner, dtype=torch.long)
+        self._relus = [(_display_name(name), m) for name, m in pl_module.named_modules() if isinstance(m, RELUS)]
+        if self._params:
+            self._owner_on_device = self._owner.to(self._params[0].device)
+            self._single_device = len({p.device for p in self._params}) == 1
 
     def _is_logging_step(self, trainer: L.Trainer) -> bool:
         return trainer.is_global_zero and trainer.global_step % self.every_n_steps == 0 and bool(self._params)
@@ -115,18 +123,17 @@ class GradientHealth(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if self.dead_relu and not self._relu_handles and self._is_logging_step(trainer):
-            for name, module in pl_module.named_modules():
-                if isinstance(module, RELUS):
-                    self._relu_handles.append(module.register_forward_hook(self._dead_hook(_display_name(name))))
+            self._relu_handles = [module.register_forward_hook(self._dead_hook(name)) for name, module in self._relus]
 
     def _dead_hook(self, name: str):
         def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
             if not module.training:
                 return
-            out = output.detach()
-            # A unit is a channel for images (N, C, H, W) and the last dimension otherwise.
-            channel = 1 if out.ndim == 4 else out.ndim - 1
-            alive = (out > 0).transpose(0, channel).reshape(out.shape[channel], -1).any(dim=1)
+            # A unit is a channel for images (N, C, H, W) and the last dimension otherwise; it is dead
+            # when it outputs zero for every sample (and position).
+            channel = 1 if output.ndim == 4 else output.ndim - 1
+            others = tuple(d for d in range(output.ndim) if d != channel)
+            alive = output.detach().gt(0).any(dim=others) if others else output.detach().gt(0)
             self._dead.setdefault(name, []).append(1.0 - alive.float().mean())
 
         return hook
@@ -146,28 +153,34 @@ class GradientHealth(L.Callback):
             grad_sq, has_grad = self._module_sq_norms([p.grad for p in self._params])
             params = [p.detach() for p in self._params]
             param_sq, _ = self._module_sq_norms(params)
-            self._pending = {
-                "grad_sq": grad_sq,
-                "has_grad": has_grad,
-                "param_sq": param_sq,
-                "before": torch._foreach_mul(params, 1.0) if self.update_ratio else None,
-            }
+            if self.update_ratio:
+                # One buffer for the whole run: fresh copies every logging step would cost page faults
+                # on a CPU, and on a GPU the caching allocator would keep the memory reserved anyway.
+                if self._before is None:
+                    self._before = [torch.empty_like(p) for p in params]
+                torch._foreach_copy_(self._before, params)
+            self._pending = {"grad_sq": grad_sq, "has_grad": has_grad, "param_sq": param_sq}
 
     def _module_sq_norms(self, tensors: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, list[bool]]:
         """Per-module sums of squared L2 norms (one fused kernel per device and dtype), and which modules
         had any tensor at all (parameters unused in this step have no gradient)."""
-        index = [i for i, t in enumerate(tensors) if t is not None and not t.is_sparse]
         assert self._owner is not None
-        has = [False] * len(self._names)
+        present = [i for i, t in enumerate(tensors) if t is not None and not t.is_sparse]
         device = self._params[0].device
         sums = torch.zeros(len(self._names), device=device, dtype=torch.float32)
-        if index:
-            norms = torch._foreach_norm([tensors[i] for i in index])
-            squares = torch.stack([n.to(device=device, dtype=torch.float32) for n in norms]).square()
-            owner = self._owner[index]
-            sums.index_add_(0, owner.to(device), squares)
+        if len(present) == len(tensors):  # the usual case: no index juggling
+            chosen, owner, has = list(tensors), self._owner_on_device, [True] * len(self._names)
+        else:
+            chosen, owner = [tensors[i] for i in present], self._owner[present]
+            has = [False] * len(self._names)
             for module in owner.tolist():
                 has[module] = True
+            owner = owner.to(device)
+        if chosen:
+            norms = torch._foreach_norm(chosen)
+            if not self._single_device:
+                norms = [n.to(device) for n in norms]
+            sums.index_add_(0, owner, torch.stack(norms).float().square())  # stack promotes mixed dtypes
         return sums, has
 
     # --- after the update: post-clip gradients (not yet zeroed), updates, logging, alerts -----------
@@ -180,9 +193,9 @@ class GradientHealth(L.Callback):
             post_sq, _ = self._module_sq_norms([p.grad for p in self._params])
             values = [pending["grad_sq"].sqrt(), pending["grad_sq"].sum().sqrt().reshape(1),
                       post_sq.sum().sqrt().reshape(1), pending["param_sq"].sqrt()]
-            if pending["before"] is not None:
-                deltas = torch._foreach_sub([p.detach() for p in self._params], pending["before"])
-                update_sq, _ = self._module_sq_norms(deltas)
+            if self.update_ratio:
+                torch._foreach_sub_(self._before, [p.detach() for p in self._params])  # now minus the update
+                update_sq, _ = self._module_sq_norms(self._before)
                 values.append(update_sq.sqrt())
             dead_names = sorted(self._dead)
             if dead_names:
@@ -203,7 +216,7 @@ class GradientHealth(L.Callback):
             if pending["has_grad"][i]:
                 metrics[f"grad_norm/{name}"] = grad[i]
                 metrics[f"grad_to_weight/{name}"] = _ratio(grad[i], param[i])
-        if pending["before"] is not None:
+        if self.update_ratio:
             update, rest = rest[:m], rest[m:]
             for i, name in enumerate(self._names):
                 metrics[f"update_ratio/{name}"] = _ratio(update[i], param[i])
@@ -274,7 +287,7 @@ class GradientHealth(L.Callback):
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._remove_relu_hooks()
-        self._pending, self._dead = None, {}
+        self._pending, self._dead, self._before = None, {}, None
 
     def state_dict(self) -> dict[str, Any]:
         # A resumed run keeps quiet about conditions it already reported.
