@@ -10,7 +10,8 @@ import torch
 
 from chainrule import builders
 from chainrule.train import train
-from tests.gradients.conftest import read_metrics
+from tests.conftest import run_cli
+from tests.gradients.conftest import ONE_THREAD, read_metrics
 
 QUICK = [
     "logger=csv", "test=false", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
@@ -155,3 +156,14 @@ def test_absurd_learning_rate_triggers_the_exploding_alert(compose_train, tmp_pa
     assert alert_steps(rows, "vanishing") == []
     [message] = [r.getMessage() for r in caplog.records if "exploding gradients" in r.getMessage()]
     assert "optim.lr" in message and "gradient_clip_val" in message
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_ddp_logs_one_set_of_scalars_from_rank_zero(tmp_path: Path) -> None:
+    run = run_cli("chainrule-train", "+trainer.strategy=ddp", "trainer.devices=2", *QUICK, "model.width=32",
+                  "trainer.max_epochs=1", "callbacks.gradient_health.every_n_steps=5",
+                  f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, env=ONE_THREAD)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = health_rows(read_metrics(tmp_path / "run"))
+    assert [int(row["step"]) for row in rows] == [0, 5, 10, 15]  # 20 steps of the global batch, no duplicates
