@@ -58,7 +58,8 @@ CPU_CASES = [
 GPU_CASES = [
     Case("mlp 784-1024x6-10", partial(MLP, depth=6, width=1024), (1, 28, 28), 1024),
     Case("mlp 3072-4096x8-10 (130M params)", partial(MLP, depth=8, width=4096), (3, 32, 32), 1024),
-    Case("small cnn 64/128/256ch, 32x32", partial(SmallCNN, channels=(64, 128, 256), hidden=512), (3, 32, 32), 512),
+    Case("small cnn 64/128/256ch, 32x32", partial(SmallCNN, channels=(64, 128, 256), hidden=512), (3, 32, 32),
+         512),
 ]
 
 
@@ -151,7 +152,8 @@ def measure(case: Case, pairs: int, warmup_pairs: int, device: str, log_dir: str
     }
 
 
-def hook_cost_ms(health: GradientHealth, trainer: L.Trainer, task: L.LightningModule, calls: int = 20000) -> float:
+def hook_cost_ms(health: GradientHealth, trainer: L.Trainer, task: L.LightningModule,
+                 calls: int = 20000) -> float:
     """Time of the callback's three per-step hooks on a step that does not log."""
     assert trainer.global_step % health.every_n_steps, "needs a non-logging step"
     start = time.perf_counter()
@@ -164,14 +166,16 @@ def hook_cost_ms(health: GradientHealth, trainer: L.Trainer, task: L.LightningMo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        choices=["cpu", "cuda"])
     parser.add_argument("--pairs", type=int, default=10, help="on/off block pairs timed per model")
     parser.add_argument("--warmup-pairs", type=int, default=1, help="block pairs left out of the timing")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
     cases = GPU_CASES if args.device == "cuda" else CPU_CASES
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    device_name = (torch.cuda.get_device_name() if args.device == "cuda"
+                   else f"CPU, {torch.get_num_threads()} threads")
     print(f"gradient health overhead: {device_name}, torch {torch.__version__}, lightning {L.__version__}, "
           f"{args.pairs} on/off block pairs per model, defaults from {CONF.name}", flush=True)
     rows = []
@@ -179,13 +183,15 @@ def main() -> None:
         for case in cases:
             r = measure(case, args.pairs, args.warmup_pairs, args.device, log_dir)
             rows.append(f"{case.name:36} {case.batch:>5} {r['baseline']:>11.3f} {r['extra']:>15.3f} "
-                        f"{r['hooks_us']:>14.1f} {r['overhead']:>8.2f}% {r['end_to_end']:>+8.2f}% ±{r['spread']:.2f}%")
+                        f"{r['hooks_us']:>14.1f} {r['overhead']:>8.2f}% {r['end_to_end']:>+8.2f}% "
+                        f"±{r['spread']:.2f}%")
             print(rows[-1], file=sys.stderr, flush=True)  # progress while the rest runs
     print(f"{'model':36} {'batch':>5} {'baseline ms':>11} {'logging step ms':>15} {'other steps µs':>14} "
           f"{'overhead':>9} {'end to end':>17}")
     print("\n".join(rows))
-    print(f"(every_n_steps={r['interval']}; overhead = (other steps + logging step / every_n_steps) / baseline, "
-          f"target <= 1%; end to end = on/off blocks of the same run, ± half its interquartile range)")
+    print(f"(every_n_steps={r['interval']}; overhead = (other steps + logging step / every_n_steps) / "
+          f"baseline, target <= 1%; end to end = on/off blocks of the same run, ± half its "
+          f"interquartile range)")
 
 if __name__ == "__main__":
     main()

@@ -11,8 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import hydra
+import rich
 import torch
 from omegaconf import DictConfig
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 from torch import nn
 
 from chainrule.errors import ChainruleError
@@ -111,7 +115,8 @@ def check_gradients(
     rows = []
     for (layer, param, tensor), grad in zip(checked, grads):
         grad = torch.zeros_like(tensor) if grad is None else grad  # unused: finite differences must give 0
-        rows.append(_compare(layer, param, tensor, grad, objective, base, max_elements, eps, threshold, generator))
+        rows.append(_compare(layer, param, tensor, grad, objective, base, max_elements, eps, threshold,
+                             generator))
     return GradcheckReport(rows, threshold, base)
 
 
@@ -121,8 +126,8 @@ def _split(parameter_name: str) -> tuple[str, str]:
 
 
 def _compare(layer: str, param: str, tensor: torch.Tensor, grad: torch.Tensor,
-             objective: Callable[[], torch.Tensor], base: float, max_elements: int, eps: float, threshold: float,
-             generator: torch.Generator) -> TensorCheck:
+             objective: Callable[[], torch.Tensor], base: float, max_elements: int, eps: float,
+             threshold: float, generator: torch.Generator) -> TensorCheck:
     flat = tensor.detach().view(-1)  # shares storage: writing it perturbs the model (or the input)
     analytic = grad.detach().reshape(-1).cpu()
     n = flat.numel()
@@ -170,9 +175,6 @@ def _compare(layer: str, param: str, tensor: torch.Tensor, grad: torch.Tensor,
 
 
 def print_report(report: GradcheckReport) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"gradient check (float64, loss {report.loss:.4g}, threshold {report.threshold:.0e})")
     table.add_column("layer", no_wrap=True)
     for column in ("tensor", "checked", "max |grad|", "max abs error", "kinks", "max rel error", ""):
@@ -184,7 +186,8 @@ def print_report(report: GradcheckReport) -> None:
                       "ok" if ok else "[bold red]FAIL[/]")
     console = Console()
     # Logs and pipes get 80 columns by default, too few for this table: widen rather than truncate names.
-    Console(width=max(console.width, table.__rich_measure__(console, console.options).maximum)).print(table)
+    needed = Measurement.get(console, console.options.update(max_width=1000), table).maximum
+    Console(width=max(console.width, needed)).print(table)
 
 
 def gradcheck(cfg: DictConfig) -> GradcheckReport:
@@ -204,14 +207,13 @@ def gradcheck(cfg: DictConfig) -> GradcheckReport:
     report = check(task.model, task.loss, inputs, None if task.target == "input" else targets)
     print_report(report)
     if not report.passed:
-        worst = max(report.failures, key=lambda row: row.rel_error)
+        worst = max(report.failures, key=lambda row: math.inf if math.isnan(row.rel_error) else row.rel_error)
         raise GradientCheckError(
             f"gradient check failed in layer(s) {', '.join(report.failed_layers)}: autograd and finite "
-            f"differences disagree (worst: {worst.layer}{'.' + worst.tensor if worst.tensor else ''}, relative "
-            f"error {worst.rel_error:.2e} > {report.threshold:.0e}); check the backward of those layers"
+            f"differences disagree (worst: {worst.layer}{'.' + worst.tensor if worst.tensor else ''}, "
+            f"relative error {worst.rel_error:.2e} > {report.threshold:.0e}; nan: every checked element sat "
+            f"on a kink, raise gradcheck.max_elements); check the backward of those layers"
         )
-    import rich
-
     rich.print(f"gradient check passed: {len(report.rows)} tensors, max relative error "
                f"{max((r.rel_error for r in report.rows), default=0.0):.2e} <= {report.threshold:.0e}")
     return report

@@ -18,7 +18,8 @@ QUIET = ["logger=csv", "callbacks.rich_progress_bar=null", "trainer.enable_progr
 def test_lr_find_writes_the_plot_and_suggests_a_rate_inside_the_range(compose_train, tmp_path: Path,
                                                                        capsys) -> None:
     low, high = 1e-5, 1.0
-    cfg = compose_train(*QUIET, "tune=lr_find", "tune.num_training=40", f"tune.min_lr={low}", f"tune.max_lr={high}")
+    cfg = compose_train(*QUIET, "tune=lr_find", "tune.num_training=40", f"tune.min_lr={low}",
+                        f"tune.max_lr={high}")
     result = train(cfg)
     out = capsys.readouterr().out
     suggested = float(re.search(r"suggested learning rate: (\S+)", out).group(1))
@@ -31,7 +32,8 @@ def test_lr_find_writes_the_plot_and_suggests_a_rate_inside_the_range(compose_tr
 
 
 def test_batch_size_finder_prints_the_largest_size_that_ran(compose_train, capsys) -> None:
-    cfg = compose_train(*QUIET, "tune=batch_size", "tune.init_val=4", "tune.max_trials=3", "tune.steps_per_trial=1")
+    cfg = compose_train(*QUIET, "tune=batch_size", "tune.init_val=4", "tune.max_trials=3",
+                        "tune.steps_per_trial=1")
     result = train(cfg)
     out = capsys.readouterr().out
     assert result["batch_size"] == 16  # 4 -> 8 -> 16: three trials, none ran out of memory on a CPU

@@ -36,7 +36,8 @@ def test_gradient_health_is_on_by_default(compose_train) -> None:
 
 
 def test_logs_per_layer_scalars_on_the_interval_only(compose_train, tmp_path: Path) -> None:
-    cfg = compose_train(*QUICK, "model.width=32", "trainer.max_epochs=2", "callbacks.gradient_health.every_n_steps=10")
+    cfg = compose_train(*QUICK, "model.width=32", "trainer.max_epochs=2",
+                        "callbacks.gradient_health.every_n_steps=10")
     train(cfg)
     rows = health_rows(read_metrics(tmp_path))
     assert [int(row["step"]) for row in rows] == [0, 10, 20, 30]  # digits: 20 steps per epoch
@@ -110,7 +111,8 @@ def test_dead_relu_fraction_counts_units_that_never_fire(compose_train, tmp_path
 
 
 def test_deep_sigmoid_mlp_triggers_the_vanishing_alert_once(compose_train, tmp_path: Path, caplog) -> None:
-    cfg = compose_train(*QUICK, *DEEP, "model.activation=sigmoid", "callbacks.gradient_health.every_n_steps=5")
+    cfg = compose_train(*QUICK, *DEEP, "model.activation=sigmoid",
+                        "callbacks.gradient_health.every_n_steps=5")
     with caplog.at_level(logging.WARNING, logger=HEALTH):
         train(cfg)
     rows = read_metrics(tmp_path)
@@ -122,8 +124,8 @@ def test_deep_sigmoid_mlp_triggers_the_vanishing_alert_once(compose_train, tmp_p
 
 
 def test_relu_he_init_residual_mlp_does_not_trigger_vanishing(compose_train, tmp_path: Path, caplog) -> None:
-    cfg = compose_train(*QUICK, *DEEP, "model.activation=relu", "task.init=kaiming_normal", "model.residual=true",
-                        "callbacks.gradient_health.every_n_steps=5")
+    cfg = compose_train(*QUICK, *DEEP, "model.activation=relu", "task.init=kaiming_normal",
+                        "model.residual=true", "callbacks.gradient_health.every_n_steps=5")
     with caplog.at_level(logging.WARNING, logger=HEALTH):
         train(cfg)
     rows = read_metrics(tmp_path)
@@ -136,8 +138,9 @@ def test_relu_he_init_residual_mlp_does_not_trigger_vanishing(compose_train, tmp
 
 
 def test_relu_he_init_residual_layernorm_mlp_raises_no_alert(compose_train, tmp_path: Path) -> None:
-    cfg = compose_train(*QUICK, *DEEP, "model.activation=relu", "task.init=kaiming_normal", "model.residual=true",
-                        "model.norm=layer", "callbacks.gradient_health.every_n_steps=5")
+    cfg = compose_train(*QUICK, *DEEP, "model.activation=relu", "task.init=kaiming_normal",
+                        "model.residual=true", "model.norm=layer",
+                        "callbacks.gradient_health.every_n_steps=5")
     train(cfg)
     rows = read_metrics(tmp_path)
     assert len(health_rows(rows)) >= 2

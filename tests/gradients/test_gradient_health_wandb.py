@@ -14,8 +14,8 @@ from tests.gradients.conftest import ONE_THREAD
 def wandb_history(run_dir: Path) -> list[dict]:
     [run_file] = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     wandb = Path(sys.executable).parent / "wandb"
-    out = subprocess.run([str(wandb), "leet", "inspect", "--json", str(run_file)], capture_output=True, text=True,
-                         check=True, timeout=120).stdout
+    out = subprocess.run([str(wandb), "leet", "inspect", "--json", str(run_file)], capture_output=True,
+                         text=True, check=True, timeout=120).stdout
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return [r["history"]["item"] for r in records if r.get("type") == "history"]
 

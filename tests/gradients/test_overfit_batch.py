@@ -9,7 +9,8 @@ from chainrule.train import train
 from tests.conftest import run_cli
 from tests.gradients.conftest import ONE_THREAD
 
-QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false",
+         "trainer.enable_model_summary=false"]
 
 
 @pytest.mark.slow

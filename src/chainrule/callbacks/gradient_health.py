@@ -41,8 +41,9 @@ REMEDIES = {
         "activations (ReLU/GELU instead of sigmoid/tanh)"
     ),
     "exploding": (
-        "usual remedies: a lower learning rate (optim.lr), gradient clipping (trainer.gradient_clip_val=1.0), "
-        "a learning-rate warm-up (scheduler=warmup_cosine), normalization (model.norm=layer or batch)"
+        "usual remedies: a lower learning rate (optim.lr), gradient clipping "
+        "(trainer.gradient_clip_val=1.0), a learning-rate warm-up (scheduler=warmup_cosine), normalization "
+        "(model.norm=layer or batch)"
     ),
 }
 RELUS = (nn.ReLU, nn.ReLU6)
@@ -111,7 +112,8 @@ class GradientHealth(L.Callback):
                 self._names.append(_display_name(name))
                 self._params += own
         self._owner = torch.tensor(owner, dtype=torch.long)
-        self._relus = [(_display_name(name), m) for name, m in pl_module.named_modules() if isinstance(m, RELUS)]
+        self._relus = [(_display_name(name), module) for name, module in pl_module.named_modules()
+                       if isinstance(module, RELUS)]
         if self._params:
             self._owner_on_device = self._owner.to(self._params[0].device)
             self._single_device = len({p.device for p in self._params}) == 1
@@ -123,7 +125,8 @@ class GradientHealth(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if self.dead_relu and not self._relu_handles and self._is_logging_step(trainer):
-            self._relu_handles = [module.register_forward_hook(self._dead_hook(name)) for name, module in self._relus]
+            self._relu_handles = [module.register_forward_hook(self._dead_hook(name))
+                                  for name, module in self._relus]
 
     def _dead_hook(self, name: str):
         def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
@@ -199,7 +202,8 @@ class GradientHealth(L.Callback):
                 values.append(update_sq.sqrt())
             dead_names = sorted(self._dead)
             if dead_names:
-                values.append(torch.stack([torch.stack(self._dead[n]).mean() for n in dead_names]).to(values[0]))
+                fractions = [torch.stack(self._dead[name]).mean() for name in dead_names]
+                values.append(torch.stack(fractions).to(values[0]))
             # The one device-to-host transfer of the logging step.
             flat = torch.cat([v.to(values[0].device) for v in values]).tolist()
         self._dead = {}
@@ -210,7 +214,7 @@ class GradientHealth(L.Callback):
         global_pre, global_post = flat[m], flat[m + 1]
         param = flat[m + 2:2 * m + 2]
         rest = flat[2 * m + 2:]
-        metrics: dict[str, float] = {"grad_norm/global_pre_clip": global_pre, "grad_norm/global_post_clip": global_post}
+        metrics = {"grad_norm/global_pre_clip": global_pre, "grad_norm/global_post_clip": global_post}
         for i, name in enumerate(self._names):
             metrics[f"param_norm/{name}"] = param[i]
             if pending["has_grad"][i]:
@@ -232,13 +236,16 @@ class GradientHealth(L.Callback):
             logger.log_metrics(metrics, step=step)
 
     # --- alerts -------------------------------------------------------------------------------------
-    def _check(self, layer_norms: list[tuple[str, float]], global_norm: float, step: int) -> list[tuple[str, str]]:
+    def _check(self, layer_norms: list[tuple[str, float]], global_norm: float,
+               step: int) -> list[tuple[str, str]]:
         """Conditions first seen at this step, each with its console message."""
         found = []
         if "vanishing" not in self.alerted and (reason := self._vanishing(layer_norms)):
-            found.append(("vanishing", f"vanishing gradients at step {step}: {reason}; {REMEDIES['vanishing']}"))
+            found.append(("vanishing",
+                          f"vanishing gradients at step {step}: {reason}; {REMEDIES['vanishing']}"))
         if "exploding" not in self.alerted and (reason := self._exploding(layer_norms, global_norm)):
-            found.append(("exploding", f"exploding gradients at step {step}: {reason}; {REMEDIES['exploding']}"))
+            found.append(("exploding",
+                          f"exploding gradients at step {step}: {reason}; {REMEDIES['exploding']}"))
         if math.isfinite(global_norm):
             self._previous_global = global_norm
         self.alerted.update(condition for condition, _ in found)
@@ -257,8 +264,8 @@ class GradientHealth(L.Callback):
         if early < self.vanishing_ratio * late:
             limit = self.vanishing_ratio * late
             small = [(n, g) for n, g in layer_norms if g < limit]
-            return (f"the first layers' gradient norms are {late / max(early, 1e-300):.1e}x smaller than the last "
-                    f"layers' ({_name_layers(small)} below {limit:.1e})")
+            return (f"the first layers' gradient norms are {late / max(early, 1e-300):.1e}x smaller than the "
+                    f"last layers' ({_name_layers(small)} below {limit:.1e})")
         return None
 
     def _exploding(self, layer_norms: list[tuple[str, float]], global_norm: float) -> str | None:
@@ -282,7 +289,8 @@ class GradientHealth(L.Callback):
                 logger.experiment.alert(title=f"{condition} gradients", text=message, level="WARN")
 
     # --- cleanup ------------------------------------------------------------------------------------
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
         self._remove_relu_hooks()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -42,13 +42,13 @@ class OverfitCheck(L.Callback):
             return
         last = float(self.last_loss)
         if self.reached:
-            log.info(f"overfit check passed: the training loss on one batch fell from {self.first_loss:.4g} to "
-                     f"{last:.4g} (< {self.threshold:g}) in {trainer.global_step} steps")
+            log.info(f"overfit check passed: the training loss on one batch fell from {self.first_loss:.4g} "
+                     f"to {last:.4g} (< {self.threshold:g}) in {trainer.global_step} steps")
         else:
             why = "became non-finite" if not math.isfinite(last) else f"is still {last:.4g}"
             log.warning(
-                f"overfit check FAILED: after {trainer.global_step} steps on one batch the training loss {why} "
-                f"(started at {self.first_loss:.4g}, target < {self.threshold:g}); check that the loss receives "
-                f"the right targets, that every layer gets gradients (chainrule-gradcheck), and the learning "
-                f"rate (tune=lr_find), or train longer (trainer.max_epochs)"
+                f"overfit check FAILED: after {trainer.global_step} steps on one batch the training loss "
+                f"{why} (started at {self.first_loss:.4g}, target < {self.threshold:g}); check that the loss "
+                f"receives the right targets, that every layer gets gradients (chainrule-gradcheck), and the "
+                f"learning rate (tune=lr_find), or train longer (trainer.max_epochs)"
             )
