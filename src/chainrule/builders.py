@@ -71,5 +71,10 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
+def build_tuner(cfg: DictConfig) -> Callable[..., dict[str, float]] | None:
+    """The finder chosen by `tune=` (called with trainer, task, datamodule, output_dir), or None."""
+    return instantiate(cfg.tune) if cfg.get("tune") else None
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

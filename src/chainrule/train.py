@@ -13,6 +13,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     Returns the final train/val/test metrics by name. A run directory that holds checkpoints is resumed
     from its newest intact one; one whose training finished is only tested.
+    With `tune=<finder>` set, runs that finder instead of training and returns its suggestion.
     """
     # Imported here so that `--help`, `--cfg` and command-line errors answer without loading torch.
     import lightning as L
@@ -31,6 +32,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = builders.build_trainer(cfg, builders.build_callbacks(cfg), builders.build_loggers(cfg))
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(shown))
+
+    tuner = builders.build_tuner(cfg)
+    if tuner is not None:
+        return tuner(trainer=trainer, task=task, datamodule=datamodule, output_dir=cfg.paths.output_dir)
 
     if cfg.train:
         resume.fit(trainer, task, datamodule, cfg)
