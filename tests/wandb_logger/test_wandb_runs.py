@@ -196,7 +196,8 @@ def test_killed_run_resumes_the_same_wandb_run_at_the_checkpoint_step(tmp_path: 
         while not list(run_dir.glob("checkpoints/*.ckpt")) and first.poll() is None:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        time.sleep(1.0)  # a few more steps, so the kill lands after the checkpoint, mid-training
+        # Train on past the checkpoint, and past a write of the W&B file (logger.wandb.flush_interval_s=2).
+        time.sleep(3.0)
         assert first.poll() is None, "the first run ended before it could be killed"
     finally:
         with contextlib.suppress(ProcessLookupError):

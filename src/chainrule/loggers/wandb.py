@@ -155,7 +155,8 @@ class WandbLogger(LightningWandbLogger):
     flattened config and gradient histograms. See the module docstring and conf/logger/wandb.yaml.
 
     mode: auto | online | offline | disabled. watch: gradients | parameters | all | None, logged every
-    `watch_log_freq` backward passes. job_type, sweep_dir, job_overrides come from Hydra (see
+    `watch_log_freq` backward passes. flush_interval_s: seconds between writes of the run's `.wandb` file,
+    the most history a job killed without warning loses. job_type, sweep_dir, job_overrides come from Hydra (see
     chainrule.builders.hydra_job): a job of a multirun (sweep_dir set) gets `group` (when None) from the
     sweep directory and its overrides appended to `name`. Other keyword arguments go to `wandb.init`.
     """
@@ -168,6 +169,7 @@ class WandbLogger(LightningWandbLogger):
         mode: str,
         watch: str | None,
         watch_log_freq: int,
+        flush_interval_s: float,
         tags: list[str] | None = None,
         group: str | None = None,
         job_type: str | None = None,
@@ -188,9 +190,10 @@ class WandbLogger(LightningWandbLogger):
             mode, reason = choose_mode(mode, os.environ, lambda: server_reachable(base_url(os.environ)))
             if mode != "disabled":
                 run_id, resumed = stored_or_new_run_id(save_dir, os.environ)
+        settings = {**kwargs.pop("settings", {}), "x_transaction_log_flush_interval": flush_interval_s}
         # `mode` goes to wandb.init: Lightning's own `offline=True` would set WANDB_MODE for the whole process.
         super().__init__(save_dir=save_dir, project=project, name=name, id=run_id, tags=tags, group=group,
-                         job_type=job_type, entity=entity, mode=mode, **kwargs)
+                         job_type=job_type, entity=entity, mode=mode, settings=settings, **kwargs)
         self._watch = watch
         self._watch_log_freq = watch_log_freq
         self._watched = False
