@@ -78,8 +78,8 @@ def sweep_overrides(job_overrides: list[str], sweep_dir: str) -> list[str]:
     if not recorded.is_file():
         return job_overrides
     parser = OverridesParser.create()
-    fixed = {o.key_or_group for o in parser.parse_overrides(list(OmegaConf.load(recorded).hydra.overrides.task))
-             if not o.is_sweep_override()}
+    command_line = list(OmegaConf.load(recorded).hydra.overrides.task)
+    fixed = {o.key_or_group for o in parser.parse_overrides(command_line) if not o.is_sweep_override()}
     return [o for o, parsed in zip(job_overrides, parser.parse_overrides(job_overrides))
             if parsed.key_or_group not in fixed]
 
@@ -97,7 +97,8 @@ def hydra_job() -> dict[str, Any]:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return {"job_type": hydra_cfg.job.name}
     differing = sweep_overrides(list(hydra_cfg.overrides.task), hydra_cfg.sweep.dir)
-    return {"job_type": hydra_cfg.job.name, "sweep_dir": hydra_cfg.sweep.dir, "job_overrides": ",".join(differing)}
+    return {"job_type": hydra_cfg.job.name, "sweep_dir": hydra_cfg.sweep.dir,
+            "job_overrides": ",".join(differing)}
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:

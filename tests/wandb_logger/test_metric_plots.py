@@ -44,7 +44,8 @@ def write_metrics_csv(tmp_path: Path, series: dict[str, dict[int, float]]) -> Pa
     """Log `series` through Lightning's real CSVLogger, in step order as training would."""
     logger = CSVLogger(save_dir=tmp_path, name="", version="csv")
     for step in sorted({s for values in series.values() for s in values}):
-        logger.log_metrics({name: values[step] for name, values in series.items() if step in values}, step=step)
+        row = {name: values[step] for name, values in series.items() if step in values}
+        logger.log_metrics(row, step=step)
     logger.save()
     return Path(logger.log_dir) / "metrics.csv"
 
@@ -67,7 +68,8 @@ def test_every_plot_is_a_decodable_png_of_its_figure_size(metrics_csv: Path, tmp
     written = write_plots(metrics_csv, tmp_path / "plots")
     assert set(written) == {"loss", "metrics", "lr", "grad_norm_heatmap"}
     metrics = read_metrics(metrics_csv)
-    figures = {"loss": loss_figure, "metrics": metrics_figure, "lr": lr_figure, "grad_norm_heatmap": grad_norm_heatmap}
+    figures = {"loss": loss_figure, "metrics": metrics_figure, "lr": lr_figure,
+               "grad_norm_heatmap": grad_norm_heatmap}
     for name, path in written.items():
         assert path == tmp_path / "plots" / f"{name}.png"
         pixels = imread(path)

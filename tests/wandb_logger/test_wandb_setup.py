@@ -143,7 +143,8 @@ def test_config_is_flattened_to_override_keys() -> None:
 
 def test_values_holding_a_secret_from_the_environment_are_redacted() -> None:
     secret = "0123456789abcdef0123456789abcdef01234567"
-    env = {"WANDB_API_KEY": secret, "HF_TOKEN": "hf_abcdefghijkl", "PATH": "/usr/bin:/bin", "SHORT_KEY": "abc"}
+    env = {"WANDB_API_KEY": secret, "HF_TOKEN": "hf_abcdefghijkl", "PATH": "/usr/bin:/bin",
+           "SHORT_KEY": "abc"}
     params = {"a": f"https://user:{secret}@host", "b": ["x", "hf_abcdefghijkl"], "c": "/usr/bin:/bin",
               "d": 3, "e": "abc"}
     assert redact_secrets(params, env) == {"a": REDACTED, "b": ["x", REDACTED], "c": "/usr/bin:/bin", "d": 3,

@@ -23,7 +23,8 @@ class SamplesPerSecond(L.Callback):
 
     def __init__(self, window_size: int):
         if window_size < 2:
-            raise ConfigError(f"callbacks.throughput.window_size must be at least 2 batches, got {window_size}")
+            raise ConfigError(f"callbacks.throughput.window_size must be at least 2 batches, "
+                              f"got {window_size}")
         self.window_size = window_size
         self._ends: deque[tuple[float, int]] = deque(maxlen=window_size)
 

@@ -52,7 +52,8 @@ def credentials_source(environ: Mapping[str, str]) -> str | None:
     home = Path(environ.get("HOME") or Path.home())
     path = Path(environ["NETRC"]) if environ.get("NETRC") else home / ".netrc"
     try:
-        entry = netrc.netrc(path).authenticators(urlparse(base_url(environ)).hostname) if path.is_file() else None
+        host = urlparse(base_url(environ)).hostname
+        entry = netrc.netrc(path).authenticators(host) if path.is_file() else None
     except (netrc.NetrcParseError, OSError):
         entry = None
     return str(path) if entry and entry[2] else None
@@ -78,7 +79,8 @@ def choose_mode(requested: str, environ: Mapping[str, str], reachable: Callable[
     if requested not in MODES:
         raise unknown_choice("logger.wandb.mode", requested, list(MODES))
     source = credentials_source(environ)
-    env_mode = {"dryrun": "offline", "run": "online"}.get(environ.get("WANDB_MODE", ""), environ.get("WANDB_MODE", ""))
+    env_mode = environ.get("WANDB_MODE", "")
+    env_mode = {"dryrun": "offline", "run": "online"}.get(env_mode, env_mode)  # W&B's older names
     if requested != "auto":
         mode, reason = requested, f"logger.wandb.mode={requested}"
     elif env_mode in MODES[1:]:
@@ -137,7 +139,8 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def redact_secrets(params: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     """`params` with every string that contains the value of a secret-looking environment variable
     (…KEY, …TOKEN, …SECRET, …PASSWORD, e.g. WANDB_API_KEY) replaced by "<redacted>"."""
-    secret_values = [v for k, v in environ.items() if len(v) >= 8 and any(p in k.upper() for p in SECRET_NAME_PARTS)]
+    secret_values = [value for name, value in environ.items()
+                     if len(value) >= 8 and any(part in name.upper() for part in SECRET_NAME_PARTS)]
 
     def clean(value: Any) -> Any:
         if isinstance(value, str) and any(s in value for s in secret_values):
@@ -155,10 +158,11 @@ class WandbLogger(LightningWandbLogger):
     flattened config and gradient histograms. See the module docstring and conf/logger/wandb.yaml.
 
     mode: auto | online | offline | disabled. watch: gradients | parameters | all | None, logged every
-    `watch_log_freq` backward passes. flush_interval_s: seconds between writes of the run's `.wandb` file,
-    the most history a job killed without warning loses. job_type, sweep_dir, job_overrides come from Hydra (see
-    chainrule.builders.hydra_job): a job of a multirun (sweep_dir set) gets `group` (when None) from the
-    sweep directory and its overrides appended to `name`. Other keyword arguments go to `wandb.init`.
+    `watch_log_freq` backward passes. flush_interval_s: seconds between writes of the run's `.wandb`
+    file, the most history a job killed without warning loses. job_type, sweep_dir and job_overrides
+    come from Hydra (chainrule.builders.hydra_job): a job of a multirun (sweep_dir set) gets `group` (when
+    None) from the sweep directory and its overrides appended to `name`. Other keyword arguments go to
+    `wandb.init`.
     """
 
     def __init__(
@@ -181,7 +185,10 @@ class WandbLogger(LightningWandbLogger):
         if watch is not None and watch not in WATCH:
             raise unknown_choice("logger.wandb.watch", watch, [*WATCH, "null"])
         if watch_log_freq < 1:
-            raise ConfigError(f"logger.wandb.watch_log_freq must be a positive number of steps, got {watch_log_freq}")
+            raise ConfigError(f"logger.wandb.watch_log_freq must be a positive number of backward passes, "
+                              f"got {watch_log_freq}")
+        if flush_interval_s < 0:
+            raise ConfigError(f"logger.wandb.flush_interval_s must be >= 0 seconds, got {flush_interval_s}")
         if sweep_dir is not None:
             group = group or f"{name}-{Path(sweep_dir).name}"
             name = f"{name} {job_overrides}" if job_overrides else name
@@ -191,7 +198,7 @@ class WandbLogger(LightningWandbLogger):
             if mode != "disabled":
                 run_id, resumed = stored_or_new_run_id(save_dir, os.environ)
         settings = {**kwargs.pop("settings", {}), "x_transaction_log_flush_interval": flush_interval_s}
-        # `mode` goes to wandb.init: Lightning's own `offline=True` would set WANDB_MODE for the whole process.
+        # `mode` goes to wandb.init: Lightning's `offline=True` would set WANDB_MODE for the whole process.
         super().__init__(save_dir=save_dir, project=project, name=name, id=run_id, tags=tags, group=group,
                          job_type=job_type, entity=entity, mode=mode, settings=settings, **kwargs)
         self._watch = watch
@@ -199,6 +206,8 @@ class WandbLogger(LightningWandbLogger):
         self._watched = False
         if run_id is not None:
             log.info("W&B %s (%s); %s run %s", mode, reason, "resuming" if resumed else "new", run_id)
+        elif rank_zero_only.rank == 0:
+            log.info("W&B disabled (%s)", reason)
 
     @property
     @rank_zero_experiment
