@@ -5,13 +5,16 @@ callback in the default callbacks), measured in one process with interleaved win
 
 Each window trains the default experiment for `--steps` optimizer steps, alternately with the default
 config ("default") and with gradient logging off ("no gradient logging": logger.wandb.watch=null and
-the gradient callbacks removed). A step's time is the wall time between the ends of two consecutive
-training batches of one epoch, so data loading, hooks and logging all count; epoch boundaries
-(validation is off, but data loaders restart) are left out. W&B runs offline into a temporary directory.
-Extra arguments are Hydra overrides applied to both variants (e.g. model.width=1024).
+the gradient callbacks removed). A step is the time between the ends of two consecutive training
+batches of one epoch, so data loading, hooks and logging all count; epoch boundaries (validation is
+off, but data loaders restart) are left out. W&B runs offline into a temporary directory. Extra
+arguments are Hydra overrides applied to both variants (e.g. model.width=1024).
 
-On a busy machine whole windows slow down; the fastest windows are the least disturbed. The cost of
-W&B's hooks is also measured directly (calling them on real gradients), which no load can blur.
+Two clocks: wall time, and the CPU time of this process (all its threads). On a machine shared with
+other work, wall time swings by tens of percent between windows while CPU time does not; W&B's own
+service process works asynchronously and is in neither. The cost of W&B's hooks is also measured in
+isolation: backward passes of the same model on the same batch, in short blocks with and without the
+hooks attached, alternating, which machine load cannot tell apart.
 """
 
 import argparse
@@ -43,22 +46,24 @@ QUIET = [
        "limit_val_batches=0", "num_sanity_val_steps=0")),
     "test=false",
 ]
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 class StepTimer(L.Callback):
-    """Wall time between consecutive training batch ends within an epoch, in seconds."""
+    """Per clock, the time between consecutive training batch ends within an epoch, in seconds."""
 
     def __init__(self) -> None:
-        self.intervals: list[float] = []
-        self._last: float | None = None
+        self.intervals: dict[str, list[float]] = {clock: [] for clock in CLOCKS}
+        self._last: dict[str, float] | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        now = time.perf_counter()
+        now = {clock: read() for clock, read in CLOCKS.items()}
         if self._last is not None:
-            self.intervals.append(now - self._last)
+            for clock in CLOCKS:
+                self.intervals[clock].append(now[clock] - self._last[clock])
         self._last = now
 
 
@@ -77,24 +82,38 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
-def hook_cost_per_step(task: L.LightningModule, steps: int) -> float | None:
-    """Seconds per step spent in W&B's gradient hooks, called directly `steps` times on the last gradients
-    (histograms included, every `watch_log_freq` calls): the cost without timing noise from the rest of
-    the step. None when no parameter carries a hook."""
-    hooked = [(p, list(p._backward_hooks.values())) for p in task.parameters()
-              if p.grad is not None and p._backward_hooks]
+def hook_cost_per_step(task: L.LightningModule, batch: Any, watch_log_freq: int,
+                       block: int = 50) -> float | None:
+    """CPU seconds that W&B's gradient hooks add to one backward pass of the task's model on `batch`,
+    histograms (every `watch_log_freq` passes) included: blocks of passes with the hooks attached
+    alternate with blocks without, so machine load hits both alike; the median difference per block.
+    None when no parameter carries a hook."""
+    hooked = {p: p._backward_hooks for p in task.parameters() if p._backward_hooks}
     if not hooked:
         return None
-    start = time.perf_counter()
-    for _ in range(steps):
-        for param, hooks in hooked:
-            for hook in hooks:
-                hook(param.grad)
-    return (time.perf_counter() - start) / steps
+    x, y = batch
+
+    def passes() -> float:
+        start = time.process_time()
+        for _ in range(block):
+            task.zero_grad(set_to_none=True)
+            task.loss(task.model(x), y).backward()
+        return (time.process_time() - start) / block
+
+    with_hooks, without = [], []
+    for _ in range(3 * watch_log_freq // block):  # three histogram periods
+        with_hooks.append(passes())
+        for param in hooked:
+            param._backward_hooks = None  # detaches W&B's hooks from autograd...
+        without.append(passes())
+        for param, hooks in hooked.items():
+            param._backward_hooks = hooks  # ...and this attaches them again
+    return statistics.median(a - b for a, b in zip(with_hooks, without))
 
 
-def run_window(overrides: list[str], output_dir: Path) -> tuple[list[float], float | None]:
-    """Step times of one training window, and the directly measured per-step cost of W&B's hooks."""
+def run_window(overrides: list[str], output_dir: Path) -> tuple[dict[str, float], float | None]:
+    """Mean step time per clock over one training window, and the CPU cost of W&B's hooks per backward
+    pass measured in isolation (None without them)."""
     cfg = compose_config(overrides, output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)
@@ -104,11 +123,12 @@ def run_window(overrides: list[str], output_dir: Path) -> tuple[list[float], flo
     trainer = builders.build_trainer(cfg, callbacks, builders.build_loggers(cfg))
     try:
         trainer.fit(task, datamodule=datamodule)
-        # Before finishing: the hooks log into the run. Three periods, so histograms are counted fairly.
-        hooks = hook_cost_per_step(task, steps=3 * cfg.logger.wandb.watch_log_freq)
+        # Before finishing: the hooks log into the run.
+        batch = next(iter(datamodule.train_dataloader()))
+        hooks = hook_cost_per_step(task, batch, cfg.logger.wandb.watch_log_freq)
     finally:
         finish_active_run(exit_code=0)
-    return timer.intervals, hooks
+    return {clock: statistics.fmean(values) for clock, values in timer.intervals.items()}, hooks
 
 
 def main() -> None:
@@ -131,37 +151,42 @@ def main() -> None:
         off = ["logger.wandb.watch=null", *(f"callbacks.{name}=null" for name in grad_callbacks)]
         variants = {"no gradient logging": base + off, "default": base}
         run_window(base + ["trainer.max_steps=50"], Path(tmp) / "warm-up")  # first-use costs, not counted
-        times: dict[str, list[float]] = {name: [] for name in variants}
+        means: dict[str, dict[str, list[float]]] = {name: {c: [] for c in CLOCKS} for name in variants}
         hook_costs: list[float] = []
         for window in range(args.windows):
             # Alternate which variant goes first, so a drift in machine load favours neither.
             for name in list(variants)[:: 1 if window % 2 == 0 else -1]:
-                output_dir = Path(tmp) / f"{name.replace(' ', '_')}-{window}"
-                intervals, hooks = run_window(variants[name], output_dir)
-                times[name].append(statistics.fmean(intervals))
+                step, hooks = run_window(variants[name], Path(tmp) / f"{name.replace(' ', '_')}-{window}")
+                for clock in CLOCKS:
+                    means[name][clock].append(step[clock])
                 hook_costs += [hooks] if hooks is not None and name == "default" else []
 
-    off_name = "no gradient logging"
-    ratios = [d / o for d, o in zip(times["default"], times[off_name])]
     print(f"\nstep time of the default experiment ({' '.join(args.overrides) or 'no extra overrides'}), "
           f"{args.windows} interleaved windows of {args.steps} steps per variant, "
           f"{args.threads} torch thread(s)")
     print(f"default gradient logging: W&B watch={defaults.logger.wandb.watch} every "
           f"{defaults.logger.wandb.watch_log_freq} backward passes; gradient callbacks: "
           f"{', '.join(grad_callbacks) or 'none'}")
-    print(f"{'variant':<22}{'fastest ms':>11}{'median ms':>11}   windows (mean ms per step)")
-    for name, means in times.items():
-        print(f"{name:<22}{1e3 * min(means):>11.3f}{1e3 * statistics.median(means):>11.3f}   "
-              + " ".join(f"{1e3 * m:.3f}" for m in means))
-    fastest = min(times["default"]) / min(times[off_name])
-    print(f"overhead, fastest windows:           {100 * (fastest - 1):+.2f}%")
-    print(f"overhead, median of window pairs:    {100 * (statistics.median(ratios) - 1):+.2f}%   "
-          f"(pairs: {' '.join(f'{100 * (r - 1):+.1f}%' for r in ratios)})")
+    print(f"{'clock':<6}{'variant':<22}{'fastest ms':>11}{'median ms':>11}   windows (mean ms per step)")
+    for clock in CLOCKS:
+        for name in variants:
+            ms = [1e3 * m for m in means[name][clock]]
+            print(f"{clock:<6}{name:<22}{min(ms):>11.3f}{statistics.median(ms):>11.3f}   "
+                  + " ".join(f"{m:.3f}" for m in ms))
+    print("overhead of the default gradient logging (target <= +1%):")
+    off_name = "no gradient logging"
+    for clock in CLOCKS:
+        on, off_ = means["default"][clock], means[off_name][clock]
+        pairs = [a / b - 1 for a, b in zip(on, off_)]
+        medians = statistics.median(on) / statistics.median(off_) - 1
+        print(f"  {clock} time: {100 * medians:+.2f}% (medians), "
+              f"{100 * (min(on) / min(off_) - 1):+.2f}% (fastest windows); pairs "
+              + " ".join(f"{100 * p:+.1f}%" for p in pairs))
     if hook_costs:
         cost = statistics.median(hook_costs)
-        print(f"W&B hooks alone, called directly:    {100 * cost / min(times[off_name]):+.2f}%   "
-              f"({1e6 * cost:.1f} us per step, histograms included; no timing noise)")
-    print("target: <= +1%")
+        baseline = statistics.median(means[off_name]["cpu"])
+        print(f"  W&B hooks, with against without on the same backward passes: {1e6 * cost:.1f} us CPU per "
+              f"step, histograms included = {100 * cost / baseline:+.2f}% of the median CPU step time")
 
 
 if __name__ == "__main__":
