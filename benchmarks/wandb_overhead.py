@@ -1,20 +1,23 @@
-"""Step-time cost of the default gradient logging (W&B gradient histograms, plus any gradient-statistics
-callback in the default callbacks), measured in one process with interleaved windows.
+"""Step-time cost of the default gradient logging (W&B gradient histograms from
+callbacks.gradient_histograms, plus any other gradient-statistics callback in the default callbacks),
+and of W&B's own hooks (wandb.watch) for comparison, in one process with interleaved windows.
 
-    PYTHONPATH=src python benchmarks/wandb_overhead.py [--steps 1000] [--windows 6] [override ...]
+    PYTHONPATH=src python benchmarks/wandb_overhead.py [--steps 1000] [--windows 4] [override ...]
 
-Each window trains the default experiment for `--steps` optimizer steps, alternately with the default
-config ("default") and with gradient logging off ("no gradient logging": logger.wandb.watch=null and
-the gradient callbacks removed). A step is the time between the ends of two consecutive training
-batches of one epoch, so data loading, hooks and logging all count; epoch boundaries (validation is
-off, but data loaders restart) are left out. W&B runs offline into a temporary directory. Extra
-arguments are Hydra overrides applied to both variants (e.g. model.width=1024).
+Each window trains the default experiment for `--steps` optimizer steps, in turn with:
+  no gradient logging  histogram callback, other gradient callbacks and wandb.watch all off
+  default              the default config
+  wandb.watch          histogram callback off, logger.wandb.watch=gradients (every watch_log_freq passes)
+A step is the time between the ends of two consecutive training batches of one epoch, so data loading,
+hooks and logging all count; epoch boundaries (validation is off, but data loaders restart) are left
+out. W&B runs offline into a temporary directory. Extra arguments are Hydra overrides for all variants
+(e.g. model.width=1024 model.depth=8).
 
 Two clocks: wall time, and the CPU time of this process (all its threads). On a machine shared with
-other work, wall time swings by tens of percent between windows while CPU time does not; W&B's own
-service process works asynchronously and is in neither. The cost of W&B's hooks is also measured in
-isolation: backward passes of the same model on the same batch, in short blocks with and without the
-hooks attached, alternating, which machine load cannot tell apart.
+other work, wall time swings by tens of percent between windows and CPU time less; W&B's service
+process works asynchronously and is in neither. Each cost is also measured in isolation, which load
+cannot blur: the histogram callback's work per logging step, and wandb.watch's hooks from short blocks
+of backward passes of the same model on the same batch with and without the hooks, alternating.
 """
 
 import argparse
@@ -30,13 +33,15 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, open_dict
 
 from chainrule import builders
+from chainrule.callbacks.gradient_histograms import GradientHistograms
 from chainrule.hydra_app import config_dir
 from chainrule.loggers.wandb import finish_active_run
 
-# Callbacks that only print or act between epochs, kept out of both variants.
+# Callbacks that only print or act between epochs, kept out of all variants.
 QUIET = [
     *(f"callbacks.{name}=null" for name in
       ("rich_progress_bar", "model_summary", "early_stopping", "model_checkpoint", "metric_plots")),
@@ -47,6 +52,7 @@ QUIET = [
     "test=false",
 ]
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+OFF = "no gradient logging"
 
 
 class StepTimer(L.Callback):
@@ -82,12 +88,11 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
-def hook_cost_per_step(task: L.LightningModule, batch: Any, watch_log_freq: int,
-                       block: int = 50) -> float | None:
-    """CPU seconds that W&B's gradient hooks add to one backward pass of the task's model on `batch`,
-    histograms (every `watch_log_freq` passes) included: blocks of passes with the hooks attached
-    alternate with blocks without, so machine load hits both alike; the median difference per block.
-    None when no parameter carries a hook."""
+def watch_hook_cost(task: L.LightningModule, batch: Any, watch_log_freq: int,
+                    block: int = 50) -> float | None:
+    """CPU seconds that wandb.watch's hooks add to one backward pass of the task's model on `batch`,
+    histograms (every `watch_log_freq` passes) included: the median difference between blocks of passes
+    with the hooks attached and without, alternating. None when no parameter carries a hook."""
     hooked = {p: p._backward_hooks for p in task.parameters() if p._backward_hooks}
     if not hooked:
         return None
@@ -111,9 +116,24 @@ def hook_cost_per_step(task: L.LightningModule, batch: Any, watch_log_freq: int,
     return statistics.median(a - b for a, b in zip(with_hooks, without))
 
 
+def histogram_callback_cost(trainer: L.Trainer, task: L.LightningModule, repeats: int = 5) -> float | None:
+    """CPU seconds per optimizer step of the histogram callback: its work on a logging step (histograms
+    of the last gradients, logged to W&B) divided by its interval. None when it is off."""
+    callback = next((c for c in trainer.callbacks if isinstance(c, GradientHistograms)), None)
+    if callback is None:
+        return None
+    loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+    start = time.process_time()
+    for _ in range(repeats):
+        metrics = callback.histograms(task)
+        for logger in loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+    return (time.process_time() - start) / repeats / callback.every_n_steps
+
+
 def run_window(overrides: list[str], output_dir: Path) -> tuple[dict[str, float], float | None]:
-    """Mean step time per clock over one training window, and the CPU cost of W&B's hooks per backward
-    pass measured in isolation (None without them)."""
+    """Mean step time per clock over one training window, and the CPU cost per step of its gradient
+    logging measured in isolation (None when there is none to measure)."""
     cfg = compose_config(overrides, output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)
@@ -123,20 +143,21 @@ def run_window(overrides: list[str], output_dir: Path) -> tuple[dict[str, float]
     trainer = builders.build_trainer(cfg, callbacks, builders.build_loggers(cfg))
     try:
         trainer.fit(task, datamodule=datamodule)
-        # Before finishing: the hooks log into the run.
+        # Before finishing: both log into the run.
         batch = next(iter(datamodule.train_dataloader()))
-        hooks = hook_cost_per_step(task, batch, cfg.logger.wandb.watch_log_freq)
+        isolated = watch_hook_cost(task, batch, cfg.logger.wandb.watch_log_freq)
+        isolated = histogram_callback_cost(trainer, task) if isolated is None else isolated
     finally:
         finish_active_run(exit_code=0)
-    return {clock: statistics.fmean(values) for clock, values in timer.intervals.items()}, hooks
+    return {clock: statistics.fmean(values) for clock, values in timer.intervals.items()}, isolated
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per window")
-    parser.add_argument("--windows", type=int, default=6, help="windows per variant, interleaved")
+    parser.add_argument("--windows", type=int, default=4, help="windows per variant, interleaved")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: least noise)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for both variants")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for all variants")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*srun.*")  # SLURM is installed here but not used
@@ -147,46 +168,48 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"), \
             tempfile.TemporaryDirectory() as tmp:
         defaults = compose_config(base, Path(tmp))
-        grad_callbacks = gradient_callbacks(defaults)
-        off = ["logger.wandb.watch=null", *(f"callbacks.{name}=null" for name in grad_callbacks)]
-        variants = {"no gradient logging": base + off, "default": base}
+        others = [name for name in gradient_callbacks(defaults) if name != "gradient_histograms"]
+        histograms = "callbacks.gradient_histograms=null"
+        variants = {
+            OFF: [*base, histograms, "logger.wandb.watch=null", *(f"callbacks.{n}=null" for n in others)],
+            "default": base,
+            "wandb.watch": [*base, histograms, "logger.wandb.watch=gradients"],
+        }
         run_window(base + ["trainer.max_steps=50"], Path(tmp) / "warm-up")  # first-use costs, not counted
         means: dict[str, dict[str, list[float]]] = {name: {c: [] for c in CLOCKS} for name in variants}
-        hook_costs: list[float] = []
+        isolated: dict[str, list[float]] = {name: [] for name in variants}
         for window in range(args.windows):
-            # Alternate which variant goes first, so a drift in machine load favours neither.
-            for name in list(variants)[:: 1 if window % 2 == 0 else -1]:
-                step, hooks = run_window(variants[name], Path(tmp) / f"{name.replace(' ', '_')}-{window}")
+            # Rotate which variant goes first, so a drift in machine load favours none.
+            names = list(variants)[window % len(variants):] + list(variants)[:window % len(variants)]
+            for name in names:
+                step, cost = run_window(variants[name], Path(tmp) / f"{name.replace(' ', '_')}-{window}")
                 for clock in CLOCKS:
                     means[name][clock].append(step[clock])
-                hook_costs += [hooks] if hooks is not None and name == "default" else []
+                isolated[name] += [cost] if cost is not None else []
 
+    hist = defaults.callbacks.get("gradient_histograms")
     print(f"\nstep time of the default experiment ({' '.join(args.overrides) or 'no extra overrides'}), "
           f"{args.windows} interleaved windows of {args.steps} steps per variant, "
           f"{args.threads} torch thread(s)")
-    print(f"default gradient logging: W&B watch={defaults.logger.wandb.watch} every "
-          f"{defaults.logger.wandb.watch_log_freq} backward passes; gradient callbacks: "
-          f"{', '.join(grad_callbacks) or 'none'}")
+    print(f"default: histograms every {hist.every_n_steps if hist else '-'} steps"
+          f"{', ' + ', '.join(others) if others else ''}; wandb.watch every "
+          f"{defaults.logger.wandb.watch_log_freq} backward passes")
     print(f"{'clock':<6}{'variant':<22}{'fastest ms':>11}{'median ms':>11}   windows (mean ms per step)")
     for clock in CLOCKS:
         for name in variants:
             ms = [1e3 * m for m in means[name][clock]]
             print(f"{clock:<6}{name:<22}{min(ms):>11.3f}{statistics.median(ms):>11.3f}   "
                   + " ".join(f"{m:.3f}" for m in ms))
-    print("overhead of the default gradient logging (target <= +1%):")
-    off_name = "no gradient logging"
-    for clock in CLOCKS:
-        on, off_ = means["default"][clock], means[off_name][clock]
-        pairs = [a / b - 1 for a, b in zip(on, off_)]
-        medians = statistics.median(on) / statistics.median(off_) - 1
-        print(f"  {clock} time: {100 * medians:+.2f}% (medians), "
-              f"{100 * (min(on) / min(off_) - 1):+.2f}% (fastest windows); pairs "
-              + " ".join(f"{100 * p:+.1f}%" for p in pairs))
-    if hook_costs:
-        cost = statistics.median(hook_costs)
-        baseline = statistics.median(means[off_name]["cpu"])
-        print(f"  W&B hooks, with against without on the same backward passes: {1e6 * cost:.1f} us CPU per "
-              f"step, histograms included = {100 * cost / baseline:+.2f}% of the median CPU step time")
+    baseline = statistics.median(means[OFF]["cpu"])
+    print(f"overhead against '{OFF}' (target for the default: <= +1%)")
+    print(f"{'variant':<14}{'wall, medians':>15}{'cpu, medians':>15}{'isolated (cpu)':>16}")
+    for name in variants:
+        if name == OFF:
+            continue
+        wall, cpu = (statistics.median(means[name][c]) / statistics.median(means[OFF][c]) - 1 for c in CLOCKS)
+        alone = (f"{100 * statistics.median(isolated[name]) / baseline:+.3f}%"
+                 f" ({1e6 * statistics.median(isolated[name]):.1f} us)") if isolated[name] else "-"
+        print(f"{name:<14}{100 * wall:>+14.2f}%{100 * cpu:>+14.2f}%  {alone}")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     (project / "notes.txt").write_text("v2\n")  # tracked and changed: dirty
     env = isolated_env(tmp, WANDB_MODE=None, SLURM_JOB_ID="4242", SLURMD_NODENAME="node7")
     run_dir = tmp / "run"
-    done = train(run_dir, "logger.wandb.watch_log_freq=2", env=env, cwd=project)
+    done = train(run_dir, "callbacks.gradient_histograms.every_n_steps=2", env=env, cwd=project)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     runs = offline_runs(run_dir)
     return SimpleNamespace(tmp=tmp, project=project, run_dir=run_dir, out=done.stdout + done.stderr,
@@ -114,13 +114,14 @@ def test_history_holds_train_val_metrics_lr_and_throughput(default_run: SimpleNa
     assert all(row["throughput/samples_per_sec"] > 0 for row in rows if "throughput/samples_per_sec" in row)
 
 
-def test_gradient_histograms_of_every_parameter_every_watch_log_freq(default_run: SimpleNamespace) -> None:
+def test_gradient_histograms_of_every_parameter_every_n_steps(default_run: SimpleNamespace) -> None:
     weights = torch.load(default_run.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    params = [name.removeprefix("model.") for name in weights]  # the task's model is what is watched
+    params = [name.removeprefix("model.") for name in weights]  # named as in the task's model
     for param in params:
         hists = [row for row in default_run.history if f"gradients/{param}._type" in row]
         assert all(row[f"gradients/{param}._type"] == "histogram" for row in hists)
-        assert len(hists) == 10 // 2, param  # 10 backward passes, logged every 2
+        # 10 optimizer steps (0-9), histograms every 2: at steps 0, 2, 4, 6, 8.
+        assert [row["trainer/global_step"] for row in hists] == [0, 2, 4, 6, 8], param
         assert sum(hists[-1][f"gradients/{param}.values"]) == weights[f"model.{param}"].numel()
 
 
@@ -263,13 +264,20 @@ def test_exception_in_training_marks_the_run_failed_and_exits_within_30s(tmp_pat
     assert re.search(rf"wandb sync {re.escape(str(run))}\n", out)
 
 
-def test_sweep_jobs_share_a_group_and_are_named_by_what_differs(tmp_path: Path) -> None:
+def test_sweep_jobs_share_a_group_are_named_by_what_differs_and_watch_anew(tmp_path: Path) -> None:
+    """Two jobs in one process; each uses W&B's own hooks (wandb.watch), which must attach afresh."""
     sweep_dir = tmp_path / "sweep"
-    done = train(sweep_dir, "trainer.max_epochs=1", "test=false", "optim.lr=0.01,0.002", multirun=True,
-                 env=isolated_env(tmp_path), cwd=tmp_path)
+    done = train(sweep_dir, "trainer.max_epochs=1", "test=false", "optim.lr=0.01,0.002",
+                 "logger.wandb.watch=all", "logger.wandb.watch_log_freq=1",
+                 "callbacks.gradient_histograms=null", multirun=True, env=isolated_env(tmp_path), cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    records = [run_record(run) for job in ("0", "1") for run in offline_runs(sweep_dir / job)]
+    runs = [run for job in ("0", "1") for run in offline_runs(sweep_dir / job)]
+    records = [run_record(run) for run in runs]
     assert len(records) == 2 and records[0]["run_id"] != records[1]["run_id"]
     assert records[0]["run_group"] == records[1]["run_group"] == "train-sweep"
     # Only the swept key, not the fixed overrides every job shares.
     assert [r["display_name"] for r in records] == ["train optim.lr=0.01", "train optim.lr=0.002"]
+    for run in runs:  # gradients and (from the forward hook on the task's model) parameters, unprefixed
+        logged = {key for row in history(run) for key in row}
+        assert {"gradients/head.weight._type", "parameters/head.weight._type"} <= logged
+        assert not any("graph_" in key for key in logged)

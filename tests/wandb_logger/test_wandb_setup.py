@@ -1,11 +1,14 @@
-"""How the W&B logger picks its mode, keeps its run id and prepares the config, without training."""
+"""How the W&B logger picks its mode, keeps its run id and prepares config and histograms, without
+training."""
 
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
+from chainrule.callbacks.gradient_histograms import histogram
 from chainrule.errors import ConfigError
 from chainrule.loggers.wandb import (
     REDACTED,
@@ -125,8 +128,6 @@ def test_a_new_run_takes_the_sweep_agents_run_id(tmp_path: Path) -> None:
 def test_new_run_ids_do_not_move_the_seeded_random_generators(tmp_path: Path) -> None:
     import random
 
-    import torch
-
     random.seed(0)
     torch.manual_seed(0)
     stored_or_new_run_id(tmp_path, {})
@@ -149,3 +150,14 @@ def test_values_holding_a_secret_from_the_environment_are_redacted() -> None:
               "d": 3, "e": "abc"}
     assert redact_secrets(params, env) == {"a": REDACTED, "b": ["x", REDACTED], "c": "/usr/bin:/bin", "d": 3,
                                            "e": "abc"}
+
+
+def test_histogram_counts_every_finite_value_between_min_and_max() -> None:
+    values = torch.tensor([[0.0, 1.0, 2.0, 3.0], [4.0, float("nan"), float("inf"), 4.0]])
+    counts, edges = histogram(values, num_bins=4)
+    assert counts == [1.0, 1.0, 1.0, 3.0] and edges == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_histogram_of_a_constant_is_one_bin_and_of_no_finite_value_is_none() -> None:
+    assert histogram(torch.full((3, 2), 0.5), num_bins=8) == ([6.0], [0.5, 0.5])
+    assert histogram(torch.tensor([float("nan"), float("-inf")]), num_bins=8) is None
