@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 
 from chainrule.errors import ConfigError, unknown_choice
 
-LOG = ("gradients", "parameters", "all")
+TENSORS = ("gradients", "parameters", "all")
 
 
 def histogram(tensor: torch.Tensor, num_bins: int) -> tuple[list[float], list[float]] | None:
@@ -31,7 +31,7 @@ def histogram(tensor: torch.Tensor, num_bins: int) -> tuple[list[float], list[fl
 
 class GradientHistograms(L.Callback):
     """Every `every_n_steps` optimizer steps, logs a histogram of each parameter's gradient
-    (`gradients/<name>`) and/or of its values (`parameters/<name>`; log: gradients | parameters | all)
+    (`gradients/<name>`) and/or of its values (`parameters/<name>`; tensors: gradients | parameters | all)
     to the W&B loggers, under the names and in the format of `wandb.watch`.
 
     `wandb.watch` hooks every parameter tensor and runs Python on every backward pass whatever its
@@ -42,14 +42,14 @@ class GradientHistograms(L.Callback):
     Names are those of the task's `model` (what `wandb.watch(task.model)` shows).
     """
 
-    def __init__(self, every_n_steps: int, log: str, num_bins: int):
+    def __init__(self, every_n_steps: int, tensors: str, num_bins: int):
         if every_n_steps < 1:
             raise ConfigError(f"callbacks.gradient_histograms.every_n_steps must be >= 1 optimizer steps, "
                               f"got {every_n_steps}")
-        if log not in LOG:
-            raise unknown_choice("callbacks.gradient_histograms.log", log, list(LOG))
+        if tensors not in TENSORS:
+            raise unknown_choice("callbacks.gradient_histograms.tensors", tensors, list(TENSORS))
         self.every_n_steps = every_n_steps
-        self.log = log
+        self.tensors = tensors  # not `log`: Lightning sets `log` on every callback to LightningModule.log
         self.num_bins = num_bins
 
     @rank_zero_only
@@ -71,9 +71,9 @@ class GradientHistograms(L.Callback):
         model = inner if isinstance(inner, nn.Module) else pl_module
         tensors = {}
         for name, param in model.named_parameters():
-            if self.log in ("gradients", "all") and param.grad is not None:
+            if self.tensors in ("gradients", "all") and param.grad is not None:
                 tensors[f"gradients/{name}"] = param.grad
-            if self.log in ("parameters", "all"):
+            if self.tensors in ("parameters", "all"):
                 tensors[f"parameters/{name}"] = param
         return {key: wandb.Histogram(np_histogram=hist) for key, tensor in tensors.items()
                 if (hist := histogram(tensor, self.num_bins)) is not None}
