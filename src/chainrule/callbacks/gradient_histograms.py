@@ -35,8 +35,8 @@ class GradientHistograms(L.Callback):
     to the W&B loggers, under the names and in the format of `wandb.watch`.
 
     `wandb.watch` hooks every parameter tensor and runs Python on every backward pass whatever its
-    log_freq (measured: about 2.5 us per tensor on one CPU core, 0.4 ms a step for a model with 150
-    parameter tensors); here nothing runs in between (benchmarks/wandb_overhead.py compares both).
+    log_freq (measured on one CPU core: about 2.5 us per parameter tensor, 0.3 ms a step for 128
+    tensors); here nothing runs in between (benchmarks/wandb_overhead.py compares both).
     The gradient is the one the optimizer is about to apply: summed over accumulated micro-batches,
     averaged over DDP ranks, unscaled under mixed precision, before clipping.
     Names are those of the task's `model` (what `wandb.watch(task.model)` shows).
