@@ -71,7 +71,8 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 def sweep_overrides(job_overrides: list[str], sweep_dir: str) -> list[str]:
     """The overrides of a multirun job that differ between its jobs: those whose key is not set to one
     fixed value on the multirun's command line (recorded in <sweep dir>/multirun.yaml). Keys a sweeper
-    chooses itself (Optuna) are never on the command line, so they count as differing too."""
+    chooses itself (Optuna) are never on the command line, so they count as differing too; the trial's
+    bookkeeping (`trial.*`, which the Optuna sweeper adds) does not."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     recorded = Path(sweep_dir) / "multirun.yaml"
@@ -81,7 +82,7 @@ def sweep_overrides(job_overrides: list[str], sweep_dir: str) -> list[str]:
     command_line = list(OmegaConf.load(recorded).hydra.overrides.task)
     fixed = {o.key_or_group for o in parser.parse_overrides(command_line) if not o.is_sweep_override()}
     return [o for o, parsed in zip(job_overrides, parser.parse_overrides(job_overrides))
-            if parsed.key_or_group not in fixed]
+            if parsed.key_or_group not in fixed and not parsed.key_or_group.startswith("trial.")]
 
 
 def hydra_job() -> dict[str, Any]:

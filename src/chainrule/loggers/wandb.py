@@ -3,7 +3,7 @@
 - Mode: online only with credentials and a reachable server, else offline into <run dir>/wandb; W&B
   never prompts for a login. An offline run ends by printing the `wandb sync` command that uploads it.
 - Identity: one W&B run per job (Lightning creates it on rank 0 only). Its id is stored in
-  <run dir>/wandb/run_id, so a run resumed in the same run directory continues the same W&B run.
+  <run dir>/wandb_run_id, so a run resumed in the same run directory continues the same W&B run.
 - Sweeps: the jobs of one multirun share a W&B group, and each job's name lists its overrides.
 - The config is logged flattened (`optim.lr`), with secrets from the environment redacted.
 - Gradient histograms come from `wandb.watch`, every `watch_log_freq` backward passes.
@@ -100,8 +100,9 @@ def choose_mode(requested: str, environ: Mapping[str, str], reachable: Callable[
 
 # --- run identity ----------------------------------------------------------------------------------
 def run_id_path(save_dir: str | Path) -> Path:
-    """Where the W&B run id of the run writing into `save_dir` (its run directory) is kept."""
-    return Path(save_dir) / "wandb" / "run_id"
+    """Where the W&B run id of the run writing into `save_dir` (its run directory) is kept; the SLURM job
+    script (slurm/templates/train.sbatch) keeps it in the same file."""
+    return Path(save_dir) / "wandb_run_id"
 
 
 def stored_or_new_run_id(save_dir: str | Path, environ: Mapping[str, str]) -> tuple[str, bool]:
