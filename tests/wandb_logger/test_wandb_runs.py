@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from chainrule.checkpointing import newest_intact_checkpoint
 from chainrule.loggers.wandb import run_id_path
 from tests.wandb_logger.wandb_files import (
     command,
@@ -209,15 +210,14 @@ def test_killed_run_resumes_the_same_wandb_run_at_the_checkpoint_step(tmp_path: 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(first.pid, signal.SIGKILL)  # the whole job, W&B's service process included
         first.wait()
-    # The kill may have torn the checkpoint being written; resume from the newest one that loads.
-    saved = tmp_path / "killed.ckpt"
-    for path in sorted(run_dir.glob("checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True):
-        with contextlib.suppress(Exception):
-            checkpoint = torch.load(path, weights_only=True)
-            shutil.copy(path, saved)
-            break
+    # Resume as a requeued job would: the same run directory, from its newest intact checkpoint.
+    newest = newest_intact_checkpoint(run_dir)
+    assert newest is not None
+    checkpoint = torch.load(newest, weights_only=True)
     ckpt_step, ckpt_epoch = checkpoint["global_step"], checkpoint["epoch"]
     assert ckpt_step > 0
+    saved = tmp_path / "killed.ckpt"
+    shutil.copy(newest, saved)
 
     resumed = train(run_dir, f"ckpt_path={saved}", f"trainer.max_epochs={ckpt_epoch + 2}",
                     "callbacks.early_stopping=null", env=env, cwd=tmp_path)

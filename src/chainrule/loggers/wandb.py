@@ -5,8 +5,8 @@
 - Identity: one W&B run per job (Lightning creates it on rank 0 only). Its id is stored in
   <run dir>/wandb_run_id, so a run resumed in the same run directory continues the same W&B run.
 - Sweeps: the jobs of one multirun share a W&B group, and each job's name lists its overrides.
-- The config is logged flattened (`optim.lr`), with secrets from the environment redacted.
-- Gradient histograms come from `wandb.watch`, every `watch_log_freq` backward passes.
+- The config is logged flattened (`optim.lr`); chainrule-train removes secrets from it first.
+- `watch` attaches W&B's own gradient hooks (off by default: callbacks.gradient_histograms is cheaper).
 """
 
 import logging
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "online", "offline", "disabled")
 WATCH = ("gradients", "parameters", "all")
 DEFAULT_BASE_URL = "https://api.wandb.ai"
-SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-REDACTED = "<redacted>"
 
 
 # --- mode ------------------------------------------------------------------------------------------
@@ -137,22 +135,6 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def redact_secrets(params: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """`params` with every string that contains the value of a secret-looking environment variable
-    (…KEY, …TOKEN, …SECRET, …PASSWORD, e.g. WANDB_API_KEY) replaced by "<redacted>"."""
-    secret_values = [value for name, value in environ.items()
-                     if len(value) >= 8 and any(part in name.upper() for part in SECRET_NAME_PARTS)]
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, str) and any(s in value for s in secret_values):
-            return REDACTED
-        if isinstance(value, list | tuple):
-            return [clean(v) for v in value]
-        return value
-
-    return {k: clean(v) for k, v in params.items()}
-
-
 # --- the logger ------------------------------------------------------------------------------------
 class WandbLogger(LightningWandbLogger):
     """Lightning's WandbLogger with chainrule's mode choice, stored run identity, sweep naming,
@@ -226,7 +208,7 @@ class WandbLogger(LightningWandbLogger):
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
         params = vars(params) if not isinstance(params, Mapping) else params
-        super().log_hyperparams(redact_secrets(flatten(params), os.environ))
+        super().log_hyperparams(flatten(params))
 
     @rank_zero_only
     def log_graph(self, model: nn.Module, input_array: Any = None) -> None:
