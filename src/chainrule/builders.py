@@ -3,6 +3,7 @@
 import inspect
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -67,8 +68,44 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return callbacks
 
 
+def sweep_overrides(job_overrides: list[str], sweep_dir: str) -> list[str]:
+    """The overrides of a multirun job that differ between its jobs: those whose key is not set to one
+    fixed value on the multirun's command line (recorded in <sweep dir>/multirun.yaml). Keys a sweeper
+    chooses itself (Optuna) are never on the command line, so they count as differing too; the trial's
+    bookkeeping (`trial.*`, which the Optuna sweeper adds) does not."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    recorded = Path(sweep_dir) / "multirun.yaml"
+    if not recorded.is_file():
+        return job_overrides
+    parser = OverridesParser.create()
+    command_line = list(OmegaConf.load(recorded).hydra.overrides.task)
+    fixed = {o.key_or_group for o in parser.parse_overrides(command_line) if not o.is_sweep_override()}
+    return [o for o, parsed in zip(job_overrides, parser.parse_overrides(job_overrides))
+            if parsed.key_or_group not in fixed and not parsed.key_or_group.startswith("trial.")]
+
+
+def hydra_job() -> dict[str, Any]:
+    """What Hydra knows about the running job, for loggers that group and name runs by it: the job name
+    (train, eval), the sweep directory of a multirun (None for a single run) and, for a multirun job,
+    the overrides that tell it from its sibling jobs. Empty outside a Hydra app (a config from `compose`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return {"job_type": hydra_cfg.job.name}
+    differing = sweep_overrides(list(hydra_cfg.overrides.task), hydra_cfg.sweep.dir)
+    return {"job_type": hydra_cfg.job.name, "sweep_dir": hydra_cfg.sweep.dir,
+            "job_overrides": ",".join(differing)}
+
+
 def build_loggers(cfg: DictConfig) -> list[Logger]:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    job = hydra_job()
+    return [call_with_derived(instantiate(c, _partial_=True), **job)
+            for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
 def build_tuner(cfg: DictConfig) -> Callable[..., dict[str, float]] | None:

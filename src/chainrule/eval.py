@@ -30,7 +30,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    from chainrule.loggers.wandb import finishing_wandb_run  # imports lightning: not needed for --help
+
+    with user_errors(), finishing_wandb_run():
         on_all_ranks(evaluate, cfg)
 
 

@@ -57,9 +57,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from chainrule.loggers.wandb import finishing_wandb_run  # imports lightning: not needed for --help
     from chainrule.validation import validate  # imports torch: not needed for --help or --cfg
 
-    with user_errors():
+    with user_errors(), finishing_wandb_run():
         protect_secrets()
         validate(cfg)  # before any further rank starts
         check_global_batch(cfg)

@@ -1,0 +1,1 @@
+"""Loggers chainrule configures beyond Lightning's own (see conf/logger/)."""

@@ -1,0 +1,75 @@
+"""Running chainrule-train with W&B isolated in a temporary directory, and reading back the offline
+run files it writes (`wandb leet inspect --json`, the records W&B would upload)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+# Two short epochs of five steps, a metric row per step, no progress bar.
+QUICK = ["debug=limit", "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false",
+         "trainer.log_every_n_steps=1"]
+
+
+def isolated_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The environment of a test run: no W&B credentials or settings of the person running the tests,
+    HOME and W&B's own directories inside `tmp`, offline. WANDB_DIR points at a directory that must stay
+    absent: the logger writes into the run directory, never where W&B would by default."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WANDB_", "SLURM_")) and k not in ("NETRC", "HYDRA_FULL_ERROR")}
+    home = tmp / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(home), WANDB_CONFIG_DIR=str(home / ".config" / "wandb"),
+               WANDB_CACHE_DIR=str(home / ".cache" / "wandb"), WANDB_DATA_DIR=str(home / ".local" / "wandb"),
+               WANDB_DIR=str(stray_dir(tmp)), WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def stray_dir(tmp: Path) -> Path:
+    return tmp / "stray-wandb-dir"
+
+
+def command(run_dir: Path, *overrides: str, multirun: bool = False) -> list[str]:
+    where = f"hydra.sweep.dir={run_dir}" if multirun else f"hydra.run.dir={run_dir}"
+    return [str(BIN / "chainrule-train"), *(["-m"] if multirun else []), where, *QUICK, *overrides]
+
+
+def train(run_dir: Path, *overrides: str, env: dict[str, str], cwd: Path, multirun: bool = False,
+          timeout: float = 300) -> subprocess.CompletedProcess:
+    """chainrule-train in a subprocess with stdin closed, so that any prompt would fail, not hang."""
+    return subprocess.run(command(run_dir, *overrides, multirun=multirun), cwd=cwd, env=env, text=True,
+                          capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+def offline_runs(run_dir: Path) -> list[Path]:
+    """The offline W&B run directories under a run directory, oldest first (names start with the time)."""
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+def inspect(run: Path, *options: str) -> str:
+    done = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--json", *options, str(run)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def records(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in inspect(run).splitlines() if line.strip()]
+
+
+def run_record(run: Path) -> dict[str, Any]:
+    return next(r["run"] for r in records(run) if r["type"] == "run")
+
+
+def history(run: Path) -> list[dict[str, Any]]:
+    """The logged rows, in order (each a dict of metric name -> value)."""
+    return [r["history"]["item"] for r in records(run) if r["type"] == "history"]
+
+
+def summary(run: Path) -> dict[str, Any]:
+    """State (finished/failed), exit code, config and latest metric values of a run."""
+    return json.loads(inspect(run, "--summary"))
