@@ -16,6 +16,12 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 CPP_LOG = re.compile(r"\[[WIEF]\d{4} ")
 
 
+def assert_log_file_of_rank_0_only(run_dir: Path) -> None:
+    """Both ranks ran Hydra in the same run directory; only rank 0's log records are in its log file."""
+    log = (run_dir / "train.log").read_text()
+    assert "GLOBAL_RANK: 0" in log and "GLOBAL_RANK: 1" not in log
+
+
 def test_two_nodes_under_torchrun_equal_single_process(tmp_path: Path, single_process_run: Path) -> None:
     port = free_port()
     agents = [
@@ -32,6 +38,7 @@ def test_two_nodes_under_torchrun_equal_single_process(tmp_path: Path, single_pr
     (run_dir,) = (tmp_path / "logs" / "torchrun" / "runs").iterdir()
     assert run_dir.name == "torchrun-twonodes"
     assert files_in(run_dir) == files_in(single_process_run)
+    assert_log_file_of_rank_0_only(run_dir)
     assert_same_parameters(run_dir / "checkpoints" / "last.ckpt",
                            single_process_run / "checkpoints" / "last.ckpt")
     output = "".join(outputs)
@@ -56,6 +63,7 @@ def test_ranks_started_like_srun_equal_single_process(tmp_path: Path, single_pro
     (run_dir,) = (tmp_path / "logs" / "srun" / "runs").iterdir()
     assert run_dir.name == f"slurm-{job_id}"
     assert files_in(run_dir) == files_in(single_process_run)
+    assert_log_file_of_rank_0_only(run_dir)
     assert_same_parameters(run_dir / "checkpoints" / "last.ckpt",
                            single_process_run / "checkpoints" / "last.ckpt")
     # Every line rank 1 printed from Python carries its rank; C++ log lines ("[W1127 12:00:00...") do not.
