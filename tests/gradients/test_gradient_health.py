@@ -156,7 +156,8 @@ def test_absurd_learning_rate_triggers_the_exploding_alert(compose_train, tmp_pa
     rows = read_metrics(tmp_path)
     steps = alert_steps(rows, "exploding")
     assert len(steps) == 1 and steps[0] <= 2
-    assert alert_steps(rows, "vanishing") == []
+    # The explosion can kill every ReLU a step later, which is then (rightly) reported as vanishing.
+    assert all(step > steps[0] for step in alert_steps(rows, "vanishing"))
     [message] = [r.getMessage() for r in caplog.records if "exploding gradients" in r.getMessage()]
     assert "optim.lr" in message and "gradient_clip_val" in message
 
