@@ -1,0 +1,34 @@
+"""Every benchmark script runs to its table at tiny size (the figures themselves come from full runs)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "step_overhead": ["--preset", "tiny", "--no-record"],
+    "startup": ["--repeats", "1", "--no-record"],
+    "time_to_accuracy": ["--no-record"],
+    "gradient_health_overhead": ["--pairs", "1", "--warmup-pairs", "0"],
+    "wandb_overhead": ["--steps", "10", "--windows", "1"],
+}
+
+
+def test_every_benchmark_is_exercised() -> None:
+    scripts = {p.stem for p in (REPO / "benchmarks").glob("*.py") if p.read_text().count("def main(")}
+    assert scripts == set(TINY)
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_benchmark_prints_its_table(script: str, tmp_path) -> None:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", *TINY[script]], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last_lines = [line for line in result.stdout.strip().splitlines() if line.strip()][-3:]
+    assert all(line.startswith("|") for line in last_lines), result.stdout[-2000:]
