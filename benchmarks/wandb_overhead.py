@@ -2,7 +2,7 @@
 callbacks.gradient_histograms, plus any other gradient-statistics callback in the default callbacks),
 and of W&B's own hooks (wandb.watch) for comparison, in one process with interleaved windows.
 
-    PYTHONPATH=src python benchmarks/wandb_overhead.py [--steps 1000] [--windows 4] [override ...]
+    python -m benchmarks.wandb_overhead [--steps 1000] [--windows 4] [override ...]   # ~5 min on 2 cores
 
 Each window trains the default experiment for `--steps` optimizer steps, in turn with:
   no gradient logging  histogram callback, other gradient callbacks and wandb.watch all off
@@ -36,6 +36,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, open_dict
 
+from benchmarks.common import print_table
 from chainrule import builders
 from chainrule.callbacks.gradient_histograms import GradientHistograms
 from chainrule.hydra_app import config_dir
@@ -188,28 +189,31 @@ def main() -> None:
                 isolated[name] += [cost] if cost is not None else []
 
     hist = defaults.callbacks.get("gradient_histograms")
-    print(f"\nstep time of the default experiment ({' '.join(args.overrides) or 'no extra overrides'}), "
-          f"{args.windows} interleaved windows of {args.steps} steps per variant, "
-          f"{args.threads} torch thread(s)")
-    print(f"default: histograms every {hist.every_n_steps if hist else '-'} steps"
-          f"{', ' + ', '.join(others) if others else ''}; wandb.watch every "
-          f"{defaults.logger.wandb.watch_log_freq} backward passes")
-    print(f"{'clock':<6}{'variant':<22}{'fastest ms':>11}{'median ms':>11}   windows (mean ms per step)")
+    print(f"\ndefault experiment ({' '.join(args.overrides) or 'no extra overrides'}) on "
+          f"{args.threads} torch thread(s), {args.windows} interleaved windows of {args.steps} steps per "
+          f"variant; default: W&B histograms every {hist.every_n_steps if hist else '-'} steps"
+          f"{' + ' + ', '.join(others) if others else ''}; wandb.watch every "
+          f"{defaults.logger.wandb.watch_log_freq} backward passes\n")
+    rows = []
     for clock in CLOCKS:
         for name in variants:
             ms = [1e3 * m for m in means[name][clock]]
-            print(f"{clock:<6}{name:<22}{min(ms):>11.3f}{statistics.median(ms):>11.3f}   "
-                  + " ".join(f"{m:.3f}" for m in ms))
+            rows.append([clock, name, f"{min(ms):.3f}", f"{statistics.median(ms):.3f}",
+                         " ".join(f"{m:.3f}" for m in ms)])
+    print_table("step time (ms, mean per window)", ["clock", "variant", "fastest", "median", "windows"], rows)
     baseline = statistics.median(means[OFF]["cpu"])
-    print(f"overhead against '{OFF}' (target for the default: <= +1%)")
-    print(f"{'variant':<14}{'wall, medians':>15}{'cpu, medians':>15}{'isolated (cpu)':>16}")
+    rows = []
     for name in variants:
         if name == OFF:
             continue
         wall, cpu = (statistics.median(means[name][c]) / statistics.median(means[OFF][c]) - 1 for c in CLOCKS)
-        alone = (f"{100 * statistics.median(isolated[name]) / baseline:+.3f}%"
-                 f" ({1e6 * statistics.median(isolated[name]):.1f} us)") if isolated[name] else "-"
-        print(f"{name:<14}{100 * wall:>+14.2f}%{100 * cpu:>+14.2f}%  {alone}")
+        alone = statistics.median(isolated[name]) if isolated[name] else None
+        rows.append([name, f"{100 * wall:+.2f}%", f"{100 * cpu:+.2f}%",
+                     f"{100 * alone / baseline:+.3f}%" if alone is not None else "-",
+                     f"{1e6 * alone:.1f}" if alone is not None else "-"])
+    print()
+    header = ["variant", "wall, medians", "cpu, medians", "W&B part alone (cpu)", "W&B part, us/step"]
+    print_table(f"overhead against '{OFF}' (target for the default: <= +1%)", header, rows)
 
 
 if __name__ == "__main__":

@@ -243,8 +243,9 @@ def test_killed_run_resumes_the_same_wandb_run_at_the_checkpoint_step(tmp_path: 
 
 def test_exception_in_training_marks_the_run_failed_and_exits_within_30s(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    # Early stopping on a metric nobody logs raises at the end of the first validation, mid-training.
-    process = subprocess.Popen(command(run_dir, "callbacks.early_stopping.monitor=val/missing"), cwd=tmp_path,
+    # Strict early stopping on a metric nobody logs raises at the end of the first validation, mid-training.
+    bad = ["callbacks.early_stopping.monitor=val/missing", "callbacks.early_stopping.strict=true"]
+    process = subprocess.Popen(command(run_dir, *bad), cwd=tmp_path,
                                env=isolated_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
@@ -269,7 +270,8 @@ def test_sweep_jobs_share_a_group_are_named_by_what_differs_and_watch_anew(tmp_p
     sweep_dir = tmp_path / "sweep"
     done = train(sweep_dir, "trainer.max_epochs=1", "test=false", "optim.lr=0.01,0.002",
                  "logger.wandb.watch=all", "logger.wandb.watch_log_freq=1",
-                 "callbacks.gradient_histograms=null", multirun=True, env=isolated_env(tmp_path), cwd=tmp_path)
+                 "callbacks.gradient_histograms=null", multirun=True, env=isolated_env(tmp_path),
+                 cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     runs = [run for job in ("0", "1") for run in offline_runs(sweep_dir / job)]
     records = [run_record(run) for run in runs]
