@@ -38,6 +38,9 @@ class SamplesPerSecond(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if not self._ends:  # resumed mid-epoch: Lightning skips on_train_epoch_start; time from this batch
+            self._ends.append((time.perf_counter(), 0))
+            return
         samples = self._ends[-1][1] + len(batch[0] if isinstance(batch, list | tuple) else batch)
         self._ends.append((time.perf_counter(), samples))
         stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0  # not within gradient accumulation
