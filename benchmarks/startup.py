@@ -29,9 +29,11 @@ def bare_import() -> float:
 
 
 def first_step(workdir: Path) -> float:
-    """Seconds until the marker callback (added through a config override) sees the first step end."""
+    """Seconds until the marker callback (added through a config override) sees the first step end.
+
+    `workdir` must be new: a run directory with checkpoints would be resumed, not trained."""
+    workdir.mkdir()
     stamp = workdir / "first_step"
-    stamp.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(MARKER.parent), os.environ.get("PYTHONPATH", "")]),
            "FIRST_STEP_STAMP": str(stamp), "WANDB_MODE": "offline"}
     start = time.time()
@@ -49,9 +51,9 @@ def main() -> None:
     args = parser.parse_args()
     bare, ours = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             bare.append(bare_import())
-            ours.append(first_step(Path(tmp)))
+            ours.append(first_step(Path(tmp) / str(repeat)))
     b, o = statistics.median(bare), statistics.median(ours)
     table = print_table(
         f"Start-up (median of {args.repeats})",
