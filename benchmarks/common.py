@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from chainrule.hydra_app import config_dir
+from chainrule.config.groups import config_dir
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 # Peak dense bf16 tensor-core FLOP/s, for MFU (H100 SXM: 989 TFLOP/s; H200 has the same compute).

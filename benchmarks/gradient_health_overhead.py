@@ -36,8 +36,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from chainrule.callbacks.gradient_health import GradientHealth
 from chainrule.models.cnn import SmallCNN
 from chainrule.models.mlp import MLP
-from chainrule.schedules import constant
-from chainrule.task import Task
+from chainrule.optim.schedules import constant
+from chainrule.training.task import Task
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "callbacks" / "gradient_health.yaml"
 

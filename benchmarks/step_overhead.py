@@ -19,11 +19,21 @@ import torch
 from hydra.utils import instantiate
 
 from benchmarks.common import (
-    StepTimer, Window, append_results, compose_run, device, device_name, interleave, median_step_time, peak_flops,
-    print_table, steps_for, synchronize,
+    StepTimer,
+    Window,
+    append_results,
+    compose_run,
+    device,
+    device_name,
+    interleave,
+    median_step_time,
+    peak_flops,
+    print_table,
+    steps_for,
+    synchronize,
 )
-from chainrule import builders
-from chainrule.optim import build_optimizer
+from chainrule.config import builders
+from chainrule.optim.param_groups import build_optimizer
 
 
 @dataclass(frozen=True)

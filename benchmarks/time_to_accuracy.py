@@ -11,7 +11,7 @@ import time
 import lightning as L
 
 from benchmarks.common import append_results, compose_run, print_table
-from chainrule import builders
+from chainrule.config import builders
 
 
 class AccuracyClock(L.Callback):

@@ -37,9 +37,9 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, open_dict
 
 from benchmarks.common import print_table
-from chainrule import builders
 from chainrule.callbacks.gradient_histograms import GradientHistograms
-from chainrule.hydra_app import config_dir
+from chainrule.config import builders
+from chainrule.config.groups import config_dir
 from chainrule.loggers.wandb import finish_active_run
 
 # Callbacks that only print or act between epochs, kept out of all variants.

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from chainrule.hydra_app import config_dir
+from chainrule.config.groups import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = config_dir()

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ddp.ddp_helpers import (BIN, TRAIN, assert_same_parameters, files_in, finish, free_port,
-                                   start)
+from tests.ddp.ddp_helpers import BIN, TRAIN, assert_same_parameters, files_in, finish, free_port, start
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -27,7 +26,7 @@ def test_two_nodes_under_torchrun_equal_single_process(tmp_path: Path, single_pr
     agents = [
         start([str(BIN / "torchrun"), "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
                f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=twonodes", "--max-restarts=0",
-               "-m", "chainrule.train", *TRAIN, "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2",
+               "-m", "chainrule.cli.train", *TRAIN, "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2",
                f"paths.log_dir={tmp_path}/logs", "name=torchrun"], cwd=tmp_path)
         for _ in range(2)
     ]

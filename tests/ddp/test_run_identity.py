@@ -7,11 +7,13 @@ import io
 import pytest
 from hydra import compose, initialize_config_dir
 
-from chainrule.config_agreement import config_differences
-from chainrule.distributed import Launch, RankPrefixedStream, detect_launch, devices_per_node, world_size
-from chainrule.errors import ConfigError
-from chainrule.hydra_app import config_dir
-from chainrule.run import check_run_identity, pinned_run_id, rank_overrides, run_id
+from chainrule.callbacks.config_agreement import config_differences
+from chainrule.config.groups import config_dir
+from chainrule.core.errors import ConfigError
+from chainrule.launch.console import RankPrefixedStream
+from chainrule.launch.detect import Launch, detect_launch
+from chainrule.launch.devices import devices_per_node, world_size
+from chainrule.launch.run_id import check_run_identity, pinned_run_id, rank_overrides, run_id
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -104,7 +106,7 @@ def test_prefixed_stream_marks_every_line_once() -> None:
 def test_a_launcher_world_that_differs_from_the_config_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     from omegaconf import OmegaConf
 
-    from chainrule.distributed import on_all_ranks
+    from chainrule.launch.local_ranks import on_all_ranks
 
     monkeypatch.setenv("SLURM_NTASKS", "1")
     monkeypatch.setenv("SLURM_PROCID", "0")

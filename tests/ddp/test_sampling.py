@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
+from chainrule.core.errors import ConfigError
 from chainrule.data.sampling import GlobalBatchSampler, eval_batches
-from chainrule.errors import ConfigError
 
 
 def step_batches(num_samples: int, batch: int, world: int, accumulation: int,

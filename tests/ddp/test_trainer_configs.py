@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.plugins import TorchSyncBatchNorm
 from lightning.pytorch.strategies import DDPStrategy
 
-from chainrule.hydra_app import config_dir
+from chainrule.config.groups import config_dir
 
 
 def build(*overrides: str):

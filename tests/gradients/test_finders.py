@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from chainrule.train import train
+from chainrule.cli.train import train
 from tests.conftest import run_cli
 from tests.gradients.conftest import ONE_THREAD
 

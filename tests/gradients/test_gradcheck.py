@@ -13,9 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from chainrule import builders
-from chainrule.gradcheck import GradientCheckError, check_gradients, gradcheck
+from chainrule.cli.gradcheck import gradcheck
+from chainrule.config import builders
 from chainrule.models.mlp import MLP
+from chainrule.training.gradcheck import GradientCheckError, check_gradients
 from tests.conftest import CONF, REPO, conf_options
 from tests.gradients.buggy_models import BuggyMLP
 from tests.gradients.conftest import ONE_THREAD
@@ -87,13 +88,13 @@ def gradcheck_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     (re)installed; the script entry itself is checked in test_console_script_is_declared."""
     env = {**os.environ, **ONE_THREAD, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "chainrule.gradcheck", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "chainrule.cli.gradcheck", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
 def test_console_script_is_declared() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["chainrule-gradcheck"] == "chainrule.gradcheck:cli"
+    assert scripts["chainrule-gradcheck"] == "chainrule.cli.gradcheck:cli"
 
 
 @pytest.mark.slow

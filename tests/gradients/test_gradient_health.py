@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from chainrule import builders
-from chainrule.train import train
+from chainrule.cli.train import train
+from chainrule.config import builders
 from tests.conftest import run_cli
 from tests.gradients.conftest import ONE_THREAD, read_metrics
 

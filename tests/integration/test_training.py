@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chainrule.train import train
+from chainrule.cli.train import train
 from tests.conftest import conf_options, run_cli
 from tests.metrics_csv import read_metric
 

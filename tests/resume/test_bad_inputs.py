@@ -15,8 +15,8 @@ import torch
 from runs import BIN, cli_env
 from test_security import malicious_checkpoint
 
-from chainrule.hydra_app import run
-from chainrule.train import main
+from chainrule.cli.train import main
+from chainrule.config.entrypoint import run
 
 NO_GPU = not torch.cuda.is_available()
 GPUS = torch.cuda.device_count()

@@ -129,7 +129,7 @@ def test_truncated_newest_checkpoint_is_skipped_with_a_warning(tmp_path: Path, r
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: Path, reference: Path) -> None:
     run_dir = tmp_path / "run"
     folder = run_dir / "checkpoints"
-    # The test knob of chainrule.checkpointing.AtomicCheckpointIO: each write takes 4 s.
+    # The test knob of chainrule.checkpointing.io.AtomicCheckpointIO: each write takes 4 s.
     process = start(run_dir, "+trainer.plugins.0.write_delay_s=4")
 
     def writing_after_a_complete_checkpoint() -> bool:

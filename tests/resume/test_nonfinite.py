@@ -9,8 +9,8 @@ import torch
 from hydra.utils import instantiate
 from runs import output, pause_at, start, wait_until
 
-from chainrule import builders
 from chainrule.callbacks.nonfinite import NonFiniteError, NonFiniteGuard
+from chainrule.config import builders
 
 NAN_STEP = 7  # the optimizer step (0-based) whose forward pass first turns non-finite
 POISON = ["model._target_=poisoned.PoisonedMLP", f"+model.nan_at_step={NAN_STEP}"]

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chainrule.errors import ChainruleError
-from chainrule.resume_cli import resume_arguments
+from chainrule.config.resume_args import resume_arguments
+from chainrule.core.errors import ChainruleError
 
 
 def run_dir_with(tmp_path: Path, overrides: list[str]) -> Path:

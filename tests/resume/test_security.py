@@ -9,8 +9,8 @@ import pytest
 import torch
 from runs import BIN, RUN, cli_env
 
-from chainrule.checkpointing import AtomicCheckpointIO, load_checkpoint
-from chainrule.errors import CheckpointError
+from chainrule.checkpointing.io import AtomicCheckpointIO, load_checkpoint
+from chainrule.core.errors import CheckpointError
 
 
 class Payload:

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from chainrule.hydra_app import config_dir
-from chainrule.validation import accepted_parameters, validate
+from chainrule.config.groups import config_dir
+from chainrule.config.validation import accepted_parameters, validate
 
 GROUPS = (
     "data",

@@ -104,7 +104,7 @@ def jobs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) 
         python_module(
             # conf/hydra/launcher/slurm.yaml: submitit_slurm with one task per device, so that each trial
             # is itself a 2-rank DDP job
-            "chainrule.train", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
+            "chainrule.cli.train", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
             "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=4",
             f"hydra.sweep.dir={sweep_dir}", f"optim.lr={','.join(SWEEP_LRS)}", "data=synthetic",
             "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.devices=2", "++trainer.strategy=ddp",

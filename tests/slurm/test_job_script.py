@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from chainrule.errors import ConfigError
+from chainrule.core.errors import ConfigError
+from chainrule.launch.run_id import pinned_run_id
 from chainrule.slurm.job import array_indices, parse_time
-from chainrule.slurm.resume import resume_checkpoint
 from chainrule.slurm.submit import main
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -75,7 +75,10 @@ def test_array_job_writes_each_task_into_its_own_run_dir(tmp_path: Path, monkeyp
                      monkeypatch=monkeypatch, capsys=capsys)
     assert "#SBATCH --array=0-3%2" in script
     assert "#SBATCH --output=/logs/train/runs/slurm-%A_%a/slurm.out" in script
-    assert "RUN_ID=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" in script
+    # Each task's ranks name their run directory as SLURM names the log's (%A_%a): the same folder.
+    task_env = {"SLURM_JOB_ID": "107", "SLURM_ARRAY_JOB_ID": "100", "SLURM_ARRAY_TASK_ID": "3",
+                "SLURM_JOB_NAME": "train"}
+    assert pinned_run_id(task_env) == "slurm-100_3"
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -98,25 +101,3 @@ def test_bad_time_limit_is_refused(text: str) -> None:
 ])
 def test_array_specs_expand_to_task_ids(spec: str, indices: list[int]) -> None:
     assert array_indices(spec) == indices
-
-
-def test_resume_picks_the_newest_checkpoint(tmp_path: Path) -> None:
-    assert resume_checkpoint(tmp_path) is None  # first start: nothing to resume
-    (tmp_path / "checkpoints").mkdir()
-    last, best, hpc = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "checkpoints" / "epoch3.ckpt", \
-        tmp_path / "hpc_ckpt_1.ckpt"
-    for age, path in ((30, best), (20, last), (10, hpc)):
-        path.write_bytes(b"")
-        os.utime(path, (1e9 - age, 1e9 - age))
-    assert resume_checkpoint(tmp_path) == hpc  # USR1 checkpoint written after the last epoch's
-    os.utime(last, (1e9, 1e9))
-    assert resume_checkpoint(tmp_path) == last  # an epoch finished after the USR1 checkpoint
-
-
-def test_resume_module_prints_the_checkpoint(tmp_path: Path) -> None:
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
-    command = [sys.executable, "-m", "chainrule.slurm.resume"]
-    assert subprocess.run([*command, str(tmp_path)], capture_output=True, text=True).stdout == \
-        f"{tmp_path / 'checkpoints' / 'last.ckpt'}\n"
-    assert subprocess.run([*command, str(tmp_path / "new")], capture_output=True, text=True).stdout == ""

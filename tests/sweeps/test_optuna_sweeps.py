@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from chainrule.hydra_app import config_dir
+from chainrule.config.groups import config_dir
 from chainrule.sweeps import report
 
 pytestmark = pytest.mark.slow

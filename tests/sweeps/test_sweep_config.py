@@ -14,8 +14,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from chainrule.errors import ConfigError
-from chainrule.hydra_app import check_group_choices, config_dir
+from chainrule.config.groups import check_group_choices, config_dir
+from chainrule.core.errors import ConfigError
 from chainrule.sweeps import search_space
 from chainrule.sweeps.pruning import OptunaPruning
 from hydra_plugins.chainrule_optuna_sweeper.config import PRUNERS, SAMPLERS

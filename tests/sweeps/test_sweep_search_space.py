@@ -4,7 +4,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from chainrule.errors import ConfigError
+from chainrule.core.errors import ConfigError
 from chainrule.sweeps import search_space
 
 

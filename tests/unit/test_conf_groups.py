@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from chainrule import builders
+from chainrule.config import builders
 from tests.conftest import conf_options
 from tests.fake_vision_data import populate
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from chainrule.checkpointing import newest_intact_checkpoint
+from chainrule.checkpointing.discovery import newest_intact_checkpoint
 from chainrule.loggers.wandb import run_id_path
 from tests.wandb_logger.wandb_files import (
     command,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from chainrule.callbacks.gradient_histograms import histogram
-from chainrule.errors import ConfigError
+from chainrule.core.errors import ConfigError
 from chainrule.loggers.wandb import (
     choose_mode,
     credentials_source,

@@ -30,7 +30,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from chainrule.errors import ConfigError
+from chainrule.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.optim import Optimizer
 
-from chainrule.errors import ConfigError, unknown_choice
+from chainrule.core.errors import ConfigError, unknown_choice
 
 TENSORS = ("gradients", "parameters", "all")
 

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
 
-from chainrule.errors import ChainruleError, unknown_choice
+from chainrule.core.errors import ChainruleError, unknown_choice
 
 POLICIES = ("raise", "skip")
 

@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
-from chainrule.errors import ConfigError
+from chainrule.core.errors import ConfigError
 
 
 class SamplesPerSecond(L.Callback):

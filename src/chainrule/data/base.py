@@ -4,10 +4,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from chainrule.core.errors import ConfigError
 from chainrule.data.batching import per_device_batch_size
 from chainrule.data.resumable import is_position, training_position
 from chainrule.data.sampling import GlobalBatchSampler, eval_batches
-from chainrule.errors import ConfigError
 
 
 @dataclass(frozen=True)

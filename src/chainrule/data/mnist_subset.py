@@ -4,8 +4,8 @@ from importlib import resources
 import numpy as np
 import torch
 
+from chainrule.core.errors import DataNotFoundError
 from chainrule.data.base import Arrays, InMemoryDataModule
-from chainrule.errors import DataNotFoundError
 
 
 class MnistSubsetDataModule(InMemoryDataModule):

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from chainrule.core.errors import ConfigError
 from chainrule.data.batching import per_device_batch_size
-from chainrule.errors import ConfigError
 
 
 class GlobalBatchSampler(Sampler[int]):

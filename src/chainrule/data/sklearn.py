@@ -1,7 +1,7 @@
 import torch
 
+from chainrule.core.errors import unknown_choice
 from chainrule.data.base import Arrays, InMemoryDataModule
-from chainrule.errors import unknown_choice
 
 
 def _digits() -> Arrays:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chainrule.core.errors import DataNotFoundError, unknown_choice
 from chainrule.data.base import Arrays, InMemoryDataModule
-from chainrule.errors import DataNotFoundError, unknown_choice
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -28,7 +28,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from chainrule.errors import ConfigError, unknown_choice
+from chainrule.core.errors import ConfigError, unknown_choice
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class WandbLogger(LightningWandbLogger):
     mode: auto | online | offline | disabled. watch: gradients | parameters | all | None, logged every
     `watch_log_freq` backward passes. flush_interval_s: seconds between writes of the run's `.wandb`
     file, the most history a job killed without warning loses. job_type, sweep_dir and job_overrides
-    come from Hydra (chainrule.builders.hydra_job): a job of a multirun (sweep_dir set) gets `group` (when
+    come from Hydra (chainrule.config.builders.hydra_job): a job of a multirun (sweep_dir set) gets `group` (when
     None) from the sweep directory and its overrides appended to `name`. Other keyword arguments go to
     `wandb.init`.
     """

@@ -3,7 +3,7 @@ import math
 import torch
 from torch import nn
 
-from chainrule.errors import unknown_choice
+from chainrule.core.errors import unknown_choice
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

@@ -1,7 +1,7 @@
 import torchvision
 from torch import nn
 
-from chainrule.errors import unknown_choice
+from chainrule.core.errors import unknown_choice
 
 
 def torchvision_classifier(

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from chainrule.errors import ConfigError
+from chainrule.core.errors import ConfigError
 
 
 def slurm(*args: str, stdin: str | None = None) -> str:

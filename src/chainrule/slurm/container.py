@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from chainrule.errors import ConfigError, unknown_choice
+from chainrule.core.errors import ConfigError, unknown_choice
 
 RUNTIMES = ("apptainer", "pyxis")
 
@@ -42,12 +42,6 @@ class Container:
             return []
         gpus = ["--nv"] if self.gpus else []
         return ["apptainer", "exec", *gpus, "--bind", ",".join(self.mounts), self.image]
-
-    def one_off(self, command: list[str]) -> list[str]:
-        """`command` run once inside the container from the batch shell (e.g. picking the checkpoint)."""
-        if self.runtime == "pyxis":
-            return ["srun", "--nodes=1", "--ntasks=1", *self.srun_options(), *command]
-        return ["apptainer", "exec", "--bind", ",".join(self.mounts), self.image, *command]
 
 
 def container_from_config(cfg: DictConfig | None, workdir: Path, runs_dir: Path,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
+from chainrule.core.errors import ConfigError, unknown_choice
 from chainrule.data.batching import per_device_batch_size
-from chainrule.errors import ConfigError, unknown_choice
 from chainrule.slurm.cluster import Partition
 
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -37,7 +37,7 @@ DERIVED_OPTIONS = {
     "cluster.signal_grace": ("--signal",),
     "cluster.requeue": ("--requeue", "--no-requeue"),
     "name": ("--job-name", "-J"),
-    "cluster.runs_dir (the run directory)": ("--output", "-o", "--error", "-e", "--open-mode"),
+    "paths.runs_dir (the run directory)": ("--output", "-o", "--error", "-e", "--open-mode"),
     "the directory you submit from": ("--chdir", "-D"),
 }
 SOURCE_OF_OPTION = {option: key for key, options in DERIVED_OPTIONS.items() for option in options}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from chainrule.launch.run_id import slurm_run_id
 from chainrule.slurm.container import Container
 from chainrule.slurm.job import JobSpec
 
@@ -27,11 +28,6 @@ def template_path(name: str = TEMPLATE) -> Path:
     return packaged if packaged.is_file() else source
 
 
-def run_dir_name(job_id: str) -> str:
-    """A job's run directory inside the runs directory; array tasks: job id `<array job>_<task>`."""
-    return f"slurm-{job_id}"
-
-
 def sbatch_options(cfg: DictConfig, spec: JobSpec, workdir: Path, runs_dir: Path) -> list[str]:
     cluster = cfg.cluster
     job_id = "%A_%a" if cluster.get("array") else "%j"  # SLURM's filename patterns for the same ids
@@ -50,7 +46,7 @@ def sbatch_options(cfg: DictConfig, spec: JobSpec, workdir: Path, runs_dir: Path
         "--requeue" if cluster.requeue else "--no-requeue",
         "--open-mode=append",  # a requeued job appends to its log instead of truncating it
         f"--chdir={workdir}",
-        f"--output={runs_dir / run_dir_name(job_id) / LOG_NAME}",
+        f"--output={runs_dir / slurm_run_id(job_id) / LOG_NAME}",
         *[str(option) for option in cluster.get("sbatch") or []],
     ]
     return [f"#SBATCH {option}" for option in options]
@@ -58,29 +54,21 @@ def sbatch_options(cfg: DictConfig, spec: JobSpec, workdir: Path, runs_dir: Path
 
 def render(cfg: DictConfig, spec: JobSpec, train_overrides: list[str], workdir: Path, runs_dir: Path,
            container: Container | None) -> str:
-    """The batch script: one `srun` step running chainrule-train with `train_overrides` on every rank,
-    in the run directory `<runs_dir>/slurm-<job id>`, resumed from its newest checkpoint if it has one."""
-    if container is None:
-        prefix, train = [], [sys.executable, "-m", "chainrule.train"]
-        resume = [sys.executable, "-m", "chainrule.slurm.resume"]
-    else:
-        prefix, train = container.exec_prefix(), ["chainrule-train"]
-        resume = container.one_off(["python", "-m", "chainrule.slurm.resume"])
+    """The batch script: one `srun` step running chainrule-train with `train_overrides` on every rank.
+    The ranks name the run directory `<paths.runs_dir>/slurm-<job id>` themselves
+    (chainrule.launch.run_id), and resume from its newest intact checkpoint if it has one."""
+    prefix, train = (container.exec_prefix(), ["chainrule-train"]) if container else \
+        ([], [sys.executable, "-m", "chainrule.cli.train"])
     srun = ["srun", "--kill-on-bad-exit=1", f"--cpus-per-task={spec.cpus_per_task}",
             *(container.srun_options() if container else [])]
     launch = [
         *(join(words) for words in (srun, prefix, train) if words),
         *(shlex.quote(override) for override in train_overrides),
-        # Quoted for Hydra too, so that any path is one value; these come last and win.
-        "\"hydra.run.dir='$RUN_DIR'\"",
-        "${CKPT:+\"ckpt_path='$CKPT'\"}",
     ]
     return SbatchTemplate(template_path().read_text()).substitute(
         sbatch_options="\n".join(sbatch_options(cfg, spec, workdir, runs_dir)),
-        runs_dir=shlex.quote(str(runs_dir)),
         cpus_per_task=spec.cpus_per_task,
         setup="\n".join(str(line) for line in cfg.cluster.get("setup") or []),
-        resume=join(resume),
         launch=" \\\n    ".join(launch),
     )
 

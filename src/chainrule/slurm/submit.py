@@ -17,12 +17,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from chainrule.errors import ChainruleError, ConfigError
-from chainrule.hydra_app import check_group_choices, config_dir
+from chainrule.config.groups import check_group_choices, config_dir
+from chainrule.core.errors import ChainruleError, ConfigError
+from chainrule.launch.run_id import slurm_run_id
 from chainrule.slurm import cluster
 from chainrule.slurm.container import container_from_config
 from chainrule.slurm.job import JobSpec, array_indices, check_fits, job_spec
-from chainrule.slurm.script import LOG_NAME, render, run_dir_name
+from chainrule.slurm.script import LOG_NAME, render
 
 CONFIG_NAME = "submit"  # conf/submit.yaml: conf/train.yaml plus the cluster group
 SCRIPT_NAME = "job.sbatch"
@@ -47,9 +48,8 @@ def train_overrides(overrides: list[str]) -> list[str]:
             raise ConfigError(f"{text} is a sweep; chainrule-submit submits one run. Sweep with "
                               f"`chainrule-train -m hydra/launcher=slurm {text} ...` instead (docs/slurm.md)")
         if key == "hydra.run.dir":
-            raise ConfigError("chainrule-submit sets hydra.run.dir to <cluster.runs_dir>/slurm-<job id>, "
-                              "so that a requeued job finds its checkpoints; choose the place with "
-                              "cluster.runs_dir")
+            raise ConfigError("a SLURM job's run directory is <paths.runs_dir>/slurm-<job id>, so that a "
+                              "requeued job finds its checkpoints; choose the place with paths.runs_dir")
         if key != "cluster" and not key.startswith("cluster."):
             kept.append(text)
     return kept
@@ -64,7 +64,7 @@ def prepare(overrides: list[str]) -> tuple[DictConfig, JobSpec, str, Path]:
         cfg = compose_config(overrides)
         spec = job_spec(cfg)
         workdir = Path.cwd()
-        runs_dir = Path(os.path.abspath(cfg.cluster.runs_dir))
+        runs_dir = Path(os.path.abspath(cfg.paths.runs_dir))
         container = container_from_config(cfg.cluster.get("container"), workdir, runs_dir,
                                           gpus=spec.gpus_per_node > 0)
         return cfg, spec, render(cfg, spec, kept, workdir, runs_dir, container), runs_dir
@@ -80,7 +80,7 @@ def submit(cfg: DictConfig, spec: JobSpec, script: str, runs_dir: Path) -> tuple
     job_id = cluster.submit_held(script)
     array = cfg.cluster.get("array")
     ids = [f"{job_id}_{task}" for task in array_indices(array)] if array else [job_id]
-    run_dirs = [runs_dir / run_dir_name(i) for i in ids]
+    run_dirs = [runs_dir / slurm_run_id(i) for i in ids]
     try:
         for run_dir in run_dirs:
             run_dir.mkdir(parents=True, exist_ok=True)

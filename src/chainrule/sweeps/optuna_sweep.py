@@ -28,8 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
-from chainrule.errors import ChainruleError, ConfigError
-from chainrule.hydra_app import UserError
+from chainrule.config.entrypoint import UserError
+from chainrule.core.errors import ChainruleError, ConfigError
 from chainrule.sweeps import search_space
 from chainrule.sweeps.report import STUDY_FILE, write_report
 from chainrule.sweeps.storage import default_url, exclusive, fail_stale, heartbeats, open_storage

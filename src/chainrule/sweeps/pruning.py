@@ -4,7 +4,7 @@ import lightning as L
 import optuna
 from lightning.pytorch.utilities import rank_zero_info
 
-from chainrule.errors import ConfigError
+from chainrule.core.errors import ConfigError
 from chainrule.sweeps.storage import open_storage
 
 

@@ -21,7 +21,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
-from chainrule.errors import ChainruleError, ConfigError
+from chainrule.core.errors import ChainruleError, ConfigError
 
 STUDY_FILE = "study.yaml"
 REPORT_DIR = "report"

@@ -28,7 +28,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from chainrule.errors import ConfigError, unknown_choice
+from chainrule.core.errors import ConfigError, unknown_choice
 
 DISTRIBUTIONS: dict[str, type[BaseDistribution]] = {
     "float": FloatDistribution,

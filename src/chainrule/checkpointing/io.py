@@ -1,10 +1,9 @@
-"""What chainrule adds to Lightning checkpoints: atomic writes, safe loading, the run's config and RNG
-states inside, and finding the newest checkpoint that is intact."""
+"""Reading and writing checkpoint files: atomic writes, safe (weights-only) loading, integrity, and the
+run config a checkpoint carries."""
 
 import io
 import os
 import pickle
-import random
 import re
 import time
 import zipfile
@@ -12,14 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_warn
 
-from chainrule.errors import CheckpointError
-from chainrule.redaction import redact
+from chainrule.core.errors import CheckpointError
 
 CONFIG_KEY = "chainrule_config"
 TEMP_SUFFIX = ".tmp"
@@ -138,111 +133,6 @@ def is_intact(path: str | Path) -> bool:
         return False
 
 
-def checkpoint_candidates(run_dir: str | Path) -> list[Path]:
-    """The checkpoints a run directory holds, newest first (by modification time: each file appears,
-    complete, at the moment it was renamed into place). Includes Lightning's SLURM `hpc_ckpt_*.ckpt`."""
-    run_dir = Path(run_dir)
-    paths = [*run_dir.glob("checkpoints/*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
-    paths = [p for p in paths if p.is_file() and not p.name.startswith(".")]
-    return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
-
-
-def newest_intact_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint in `run_dir` that is intact; each newer damaged one is reported and skipped."""
-    for path in checkpoint_candidates(run_dir):
-        if is_intact(path):
-            return path
-        rank_zero_warn(f"skipping damaged checkpoint {path} (truncated or corrupt); trying the previous one")
-    return None
-
-
-def remove_stale_temporaries(run_dir: str | Path) -> None:
-    """Delete temporary files left by writers that were killed mid-write (call before training starts)."""
-    for temp in Path(run_dir).glob(f"**/.*.ckpt.*{TEMP_SUFFIX}"):
-        temp.unlink(missing_ok=True)
-
-
-class RunConfigInCheckpoint(L.Callback):
-    """Stores the run's resolved config (plain dicts and lists, secrets redacted) in every checkpoint, so
-    that a checkpoint alone rebuilds its model and data; no Python objects are pickled into it."""
-
-    def __init__(self, config: dict[str, Any]):
-        self.config = redact(config)
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint[CONFIG_KEY] = self.config
-
-
-class RngStatesInCheckpoint(L.Callback):
-    """Saves the RNG states of every rank (python, numpy, torch CPU and CUDA) with each checkpoint and
-    gives each rank its own back when training resumes, so dropout masks and other random draws continue
-    as if the run had never stopped.
-
-    States are restored at `on_train_start`, the last hook before the first resumed batch, so nothing
-    that Lightning does while setting up consumes random numbers from the restored streams.
-    """
-
-    def __init__(self) -> None:
-        self._to_restore: list[dict[str, Any]] | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        states = _rng_states()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, states)
-            return {"ranks": gathered}
-        return {"ranks": [states]}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._to_restore = state_dict.get("ranks")
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        ranks, self._to_restore = self._to_restore, None
-        if not ranks:
-            return
-        if len(ranks) != trainer.world_size:
-            rank_zero_warn(
-                f"the checkpoint holds RNG states of {len(ranks)} ranks but this run has "
-                f"{trainer.world_size}; random streams continue from fresh seeds instead"
-            )
-            return
-        _set_rng_states(ranks[trainer.global_rank])
-
-
-def _rng_states() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    states = {
-        "python": random.getstate(),
-        # numpy's state as tensors and numbers, so that loading needs no numpy types
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(_as_tuples(states["python"]))
-    n = states["numpy"]
-    np.random.set_state(
-        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _as_tuples(value: Any) -> Any:
-    """random.setstate wants the nested tuples it gave; some loaders return lists."""
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
-
 
 def load_run_config(path: str | Path) -> dict[str, Any]:
     """The resolved config of the run that wrote the checkpoint at `path`."""
@@ -250,3 +140,4 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
     if CONFIG_KEY not in checkpoint:
         raise CheckpointError(f"{path} holds no chainrule config; it was not written by chainrule-train")
     return checkpoint[CONFIG_KEY]
+

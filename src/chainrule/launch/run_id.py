@@ -4,9 +4,9 @@ rank 0 writes into it.
 - The run directory is named `${run_id:<time format>}` (conf/hydra/default.yaml): the launcher's job id
   where there is one, so that ranks started separately (torchrun, srun) and a requeued SLURM job all
   land in one directory; the current time otherwise. Ranks that chainrule starts itself never compose
-  a config: they receive rank 0's (chainrule.distributed).
+  a config: they receive rank 0's (chainrule.launch.local_ranks).
 - Ranks other than 0 of an external launch run Hydra without writing `.hydra/` or a log file.
-- chainrule.config_agreement checks, once the ranks have met, that they all resolved the same config.
+- chainrule.callbacks.config_agreement checks, once the ranks have met, that they all resolved the same config.
 """
 
 import os
@@ -15,8 +15,8 @@ from datetime import datetime
 
 from omegaconf import OmegaConf
 
-from chainrule.distributed import Launch
-from chainrule.errors import ConfigError
+from chainrule.core.errors import ConfigError
+from chainrule.launch.detect import INTERACTIVE_SLURM_JOBS, Launch
 
 #: Names the run directory of every rank, above any launcher's id (e.g. set by a job submitter).
 RUN_ID_ENV = "CHAINRULE_RUN_ID"
@@ -25,19 +25,34 @@ RUN_ID_ENV = "CHAINRULE_RUN_ID"
 NONZERO_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=stdout")
 
 
+def slurm_job_id(env: Mapping[str, str] = os.environ) -> str | None:
+    """This SLURM job's id as chainrule names it: `<array job>_<task>` for a task of a job array, which
+    SLURM's own %A_%a patterns also give; None outside a batch job (an interactive allocation is none)."""
+    if "SLURM_JOB_ID" not in env or env.get("SLURM_JOB_NAME") in INTERACTIVE_SLURM_JOBS:
+        return None
+    if "SLURM_ARRAY_TASK_ID" in env:
+        return f"{env.get('SLURM_ARRAY_JOB_ID', env['SLURM_JOB_ID'])}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env["SLURM_JOB_ID"]
+
+
+def slurm_run_id(job_id: str) -> str:
+    """The run id of SLURM job `job_id` (also given a SLURM filename pattern such as `%j`, for the job's
+    log path): a requeued job keeps its id, so it finds its own run directory again."""
+    return f"slurm-{job_id}"
+
+
 def pinned_run_id(env: Mapping[str, str] = os.environ) -> str | None:
     """The run id all ranks agree on without talking to each other, or None when only time names it.
 
-    CHAINRULE_RUN_ID; else SLURM's job id (`<array job>_<task>` in job arrays), which a requeued job
-    keeps; else torchrun's rendezvous id (`--rdzv-id`; torchrun's default `none` does not count).
-    All sruns of one SLURM job therefore share a run directory.
+    CHAINRULE_RUN_ID; else the SLURM job's (see slurm_run_id), so all sruns of one job, and every restart
+    of it, share a run directory; else torchrun's rendezvous id (`--rdzv-id`; torchrun's default `none`
+    does not count).
     """
     if env.get(RUN_ID_ENV):
         return env[RUN_ID_ENV]
-    if "SLURM_JOB_ID" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
-        if "SLURM_ARRAY_TASK_ID" in env:
-            return f"slurm-{env.get('SLURM_ARRAY_JOB_ID', env['SLURM_JOB_ID'])}_{env['SLURM_ARRAY_TASK_ID']}"
-        return f"slurm-{env['SLURM_JOB_ID']}"
+    job = slurm_job_id(env)
+    if job is not None:
+        return slurm_run_id(job)
     if env.get("TORCHELASTIC_RUN_ID", "none") != "none":
         return f"torchrun-{env['TORCHELASTIC_RUN_ID']}"
     return None

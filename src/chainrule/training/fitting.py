@@ -16,13 +16,13 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from omegaconf import DictConfig
 
-from chainrule.checkpointing import (
+from chainrule.checkpointing.discovery import (
     checkpoint_candidates,
-    is_intact,
     newest_intact_checkpoint,
     remove_stale_temporaries,
 )
-from chainrule.errors import CheckpointError
+from chainrule.checkpointing.io import is_intact
+from chainrule.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 

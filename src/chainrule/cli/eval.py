@@ -3,8 +3,9 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from chainrule.distributed import on_all_ranks
-from chainrule.hydra_app import config_dir, run, user_errors
+from chainrule.config.entrypoint import run, user_errors
+from chainrule.config.groups import config_dir
+from chainrule.launch.local_ranks import on_all_ranks
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -12,9 +13,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     The trainer and loggers come from the eval config, so a GPU-trained checkpoint can be tested on CPU.
     """
-    from chainrule import builders
-    from chainrule.checkpointing import load_run_config
-    from chainrule.reporting import print_results, route_lightning_logs_through_root
+    from chainrule.checkpointing.io import load_run_config
+    from chainrule.cli.reporting import print_results, route_lightning_logs_through_root
+    from chainrule.config import builders
 
     route_lightning_logs_through_root()
 

@@ -1,4 +1,4 @@
-"""`chainrule-gradcheck`: compare autograd's gradients with central finite differences, in float64.
+"""Gradient checking: compare autograd's gradients with central finite differences, in float64.
 
 Takes the same config and overrides as `chainrule-train`, builds the configured model and loss, and checks
 the gradient of the loss on a small training batch with respect to every parameter tensor and the input.
@@ -10,17 +10,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import hydra
-import rich
 import torch
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 from torch import nn
 
-from chainrule.errors import ChainruleError
-from chainrule.hydra_app import config_dir, run, user_errors
+from chainrule.core.errors import ChainruleError
 
 INPUT = "input"
 KINK_HALVINGS = 4  # step halvings tried before an element counts as sitting on a kink
@@ -188,46 +184,3 @@ def print_report(report: GradcheckReport) -> None:
     # Logs and pipes get 80 columns by default, too few for this table: widen rather than truncate names.
     needed = Measurement.get(console, console.options.update(max_width=1000), table).maximum
     Console(width=max(console.width, needed)).print(table)
-
-
-def gradcheck(cfg: DictConfig) -> GradcheckReport:
-    """Build model, loss and a training batch from `cfg` and check gradients; raises GradientCheckError
-    (naming the layers) when any tensor's relative error exceeds `cfg.gradcheck.threshold`."""
-    import lightning as L
-    from hydra.utils import instantiate
-
-    from chainrule import builders
-
-    L.seed_everything(cfg.seed)
-    datamodule = builders.build_datamodule(cfg)
-    datamodule.setup("fit")
-    task = builders.build_task(cfg, datamodule)
-    inputs, targets = next(iter(datamodule.train_dataloader()))
-    check = instantiate(cfg.gradcheck)
-    report = check(task.model, task.loss, inputs, None if task.target == "input" else targets)
-    print_report(report)
-    if not report.passed:
-        worst = max(report.failures, key=lambda row: math.inf if math.isnan(row.rel_error) else row.rel_error)
-        raise GradientCheckError(
-            f"gradient check failed in layer(s) {', '.join(report.failed_layers)}: autograd and finite "
-            f"differences disagree (worst: {worst.layer}{'.' + worst.tensor if worst.tensor else ''}, "
-            f"relative error {worst.rel_error:.2e} > {report.threshold:.0e}; nan: every checked element sat "
-            f"on a kink, raise gradcheck.max_elements); check the backward of those layers"
-        )
-    rich.print(f"gradient check passed: {len(report.rows)} tensors, max relative error "
-               f"{max((r.rel_error for r in report.rows), default=0.0):.2e} <= {report.threshold:.0e}")
-    return report
-
-
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="gradcheck")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        gradcheck(cfg)
-
-
-def cli() -> None:
-    run(main)
-
-
-if __name__ == "__main__":
-    cli()

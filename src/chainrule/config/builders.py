@@ -12,10 +12,11 @@ from lightning.pytorch.callbacks import Checkpoint, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from chainrule.checkpointing import RngStatesInCheckpoint, RunConfigInCheckpoint
-from chainrule.config_agreement import SameConfigOnAllRanks
+from chainrule.callbacks.config_agreement import SameConfigOnAllRanks
+from chainrule.callbacks.rng_states import RngStatesInCheckpoint
+from chainrule.callbacks.run_config import RunConfigInCheckpoint
 from chainrule.data.base import InMemoryDataModule
-from chainrule.task import Task
+from chainrule.training.task import Task
 
 
 def call_with_derived(factory: Callable[..., Any], **derived: Any) -> Any:

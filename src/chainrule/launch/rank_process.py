@@ -1,4 +1,4 @@
-"""Entry point of ranks 1..N-1 started by chainrule.distributed.on_all_ranks (`python -m`).
+"""Entry point of ranks 1..N-1 started by chainrule.launch.local_ranks.on_all_ranks (`python -m`).
 
 Runs the function named in CHAINRULE_RANK_ENTRY on the resolved config in CHAINRULE_RANK_CONFIG, both
 set by rank 0. No Hydra app runs here: rank 0 already composed the config and owns the run directory.
@@ -8,7 +8,8 @@ import os
 import sys
 from importlib import import_module
 
-from chainrule.distributed import CONFIG_ENV, ENTRY_ENV, prefix_console
+from chainrule.launch.console import prefix_console
+from chainrule.launch.detect import CONFIG_ENV, ENTRY_ENV
 
 
 def main() -> None:
@@ -16,7 +17,7 @@ def main() -> None:
     prefix_console(int(os.environ["RANK"]))
     from omegaconf import OmegaConf
 
-    from chainrule.errors import ChainruleError
+    from chainrule.core.errors import ChainruleError
 
     # Popped so that processes this rank starts (data loader workers) do not look like ranks.
     module, _, name = os.environ.pop(ENTRY_ENV).partition(":")

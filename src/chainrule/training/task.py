@@ -9,10 +9,10 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
-from chainrule.errors import unknown_choice
-from chainrule.init import initialize
-from chainrule.optim import build_optimizer
-from chainrule.schedules import SchedulerConfig
+from chainrule.core.errors import unknown_choice
+from chainrule.models.init import initialize
+from chainrule.optim.param_groups import build_optimizer
+from chainrule.optim.schedules import SchedulerConfig
 
 TARGETS = ("label", "input")
 
@@ -21,7 +21,7 @@ class Task(L.LightningModule):
     """Trains `model` to minimize `loss(model(x), target)` by backpropagation.
 
     target: `label` trains on the data's targets; `input` reconstructs the input (labels unused).
-    optimizer: called with parameter groups (see chainrule.optim); scheduler: called with the optimizer
+    optimizer: called with parameter groups (see chainrule.optim.param_groups); scheduler: called with the optimizer
     and the total number of optimizer steps. l1_weight adds l1_weight x sum|w| over decayed weights.
     compile: a torch.compile mode (`default`, `reduce-overhead`, `max-autotune`) or None.
     channels_last: store conv weights and 4-D inputs in NHWC, which tensor cores prefer.

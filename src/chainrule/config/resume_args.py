@@ -1,6 +1,6 @@
 """The command-line half of resuming: `resume=<run dir>` expands into that run's own overrides.
 
-Kept apart from chainrule.resume so that the command line is checked before torch and Lightning load.
+Kept apart from chainrule.training.fitting so that the command line is checked before torch and Lightning load.
 """
 
 from pathlib import Path
@@ -9,7 +9,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 
-from chainrule.errors import CheckpointError, ConfigError
+from chainrule.core.errors import CheckpointError, ConfigError
 
 
 def resume_arguments(argv: list[str]) -> list[str]:

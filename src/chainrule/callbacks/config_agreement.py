@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 
-from chainrule.errors import ConfigError
+from chainrule.core.errors import ConfigError
 
 
 def config_differences(reference: Any, config: Any, prefix: str = "") -> list[str]:

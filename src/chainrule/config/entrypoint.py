@@ -8,52 +8,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
+from hydra.errors import CompactHydraException, InstantiationException
 
-from chainrule.distributed import detect_launch, prefix_console
-from chainrule.errors import ChainruleError, unknown_choice
-from chainrule.redaction import redact_argv, redact_files, redact_logging
-from chainrule.resume_cli import resume_arguments
-from chainrule.run import check_run_identity, rank_overrides, register_resolvers
+from chainrule.config.groups import check_group_choices, config_dir
+from chainrule.config.resume_args import resume_arguments
+from chainrule.core.errors import ChainruleError
+from chainrule.core.secrets import redact_argv, redact_files, redact_logging
+from chainrule.launch.console import prefix_console
+from chainrule.launch.detect import detect_launch
+from chainrule.launch.run_id import check_run_identity, rank_overrides, register_resolvers
 
 register_resolvers()
-
-CONFIG_DIR_ENV = "CHAINRULE_CONFIG_DIR"
-
-
-def config_dir() -> Path:
-    """`$CHAINRULE_CONFIG_DIR` when set (e.g. a config tree mounted into a container), else `conf/` inside
-    an installed wheel, else the repository's `conf/` (editable/source checkout)."""
-    if os.environ.get(CONFIG_DIR_ENV):
-        return Path(os.environ[CONFIG_DIR_ENV]).resolve()
-    packaged = Path(__file__).parent / "conf"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
 class UserError(CompactHydraException):
     """Hydra prints a CompactHydraException as its message alone, without a stack trace."""
-
-
-def check_group_choices(overrides: list[str], conf: Path) -> None:
-    """Fail on `group=option` overrides naming an option that has no YAML file, listing the valid ones.
-
-    Hydra reports this too, but only after composing and over several lines; this check is one line.
-    """
-    try:
-        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
-    except OverrideParseException:
-        return  # Hydra reports malformed overrides itself
-    for override in parsed:
-        group = override.key_or_group
-        folder = conf / group
-        if override.is_delete() or not folder.is_dir() or group.startswith("hydra"):
-            continue
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-        choices = sorted(p.stem for p in folder.glob("*.yaml"))
-        for value in values:
-            if isinstance(value, str) and value not in choices and value != "null":
-                raise unknown_choice(group.replace("/", "."), value, choices)
 
 
 @contextmanager
@@ -89,7 +58,7 @@ def protect_secrets() -> None:
 
 def run(app: Callable[[], object], argv: list[str] | None = None) -> None:
     """Check the command line, then run a `hydra.main`-decorated `app` (on this rank, when an external
-    launcher started several: see chainrule.run for what differs on ranks other than 0)."""
+    launcher started several: see chainrule.launch.run_id for what differs on ranks other than 0)."""
     argv = sys.argv[1:] if argv is None else argv
     launch = detect_launch()
     prefix_console(launch.rank)

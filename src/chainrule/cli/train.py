@@ -3,9 +3,11 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from chainrule.distributed import check_global_batch, on_all_ranks
-from chainrule.hydra_app import config_dir, protect_secrets, run, user_errors
-from chainrule.redaction import redact
+from chainrule.config.entrypoint import protect_secrets, run, user_errors
+from chainrule.config.groups import config_dir
+from chainrule.core.secrets import redact
+from chainrule.launch.devices import check_global_batch
+from chainrule.launch.local_ranks import on_all_ranks
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -19,8 +21,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
     import torch
 
-    from chainrule import builders, resume
-    from chainrule.reporting import print_config_tree, print_results, route_lightning_logs_through_root
+    from chainrule.cli.reporting import print_config_tree, print_results, route_lightning_logs_through_root
+    from chainrule.config import builders
+    from chainrule.training import fitting as resume
 
     route_lightning_logs_through_root()
     shown = OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True)))  # what is printed and logged
@@ -57,8 +60,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from chainrule.config.validation import validate  # imports torch: not needed for --help or --cfg
     from chainrule.loggers.wandb import finishing_wandb_run  # imports lightning: not needed for --help
-    from chainrule.validation import validate  # imports torch: not needed for --help or --cfg
 
     with user_errors(), finishing_wandb_run():
         protect_secrets()

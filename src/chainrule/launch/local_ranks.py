@@ -1,18 +1,11 @@
-"""Ranks and launch paths: who started this process, which rank it is, and starting local ranks.
+"""Starting the local ranks of a run that no launcher started: `chainrule-train trainer=ddp_cpu
+trainer.devices=2` makes this process rank 0 and starts ranks 1..N-1 as `python -m
+chainrule.launch.rank_process`. They receive rank 0's *resolved* config, so they never compose one of
+their own: no `${now:}` drift, no second run directory, and inside a Hydra multirun no rank re-runs the
+sweep. A rank that dies takes the whole job down at once.
 
-A DDP run of N ranks starts in one of three ways, and all end in the same Lightning run:
-
-- `chainrule-train trainer=ddp_cpu trainer.devices=2` (no launcher): this process composes the config,
-  becomes rank 0 and starts ranks 1..N-1 itself (`on_all_ranks`). They receive its *resolved* config,
-  so they never compose one of their own: no `${now:}` drift, no second run directory, and inside a
-  Hydra multirun no rank re-runs the sweep. A rank that dies takes the whole job down at once.
-- torchrun (`TORCHELASTIC_RUN_ID`), or srun (`SLURM_NTASKS`): the launcher starts every rank with the
-  same command line, so each composes the same config; chainrule.run pins the run directory for all.
-- any other launcher that exports `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` (and optionally
-  `LOCAL_RANK`, `NODE_RANK`), e.g. submitit's `TorchDistributedEnvironment().export()` or a script.
-
-Detection mirrors Lightning's own (torchelastic before SLURM before plain variables), so chainrule and
-Lightning always agree on ranks.
+Under an external launcher (torchrun, srun, exported variables; see chainrule.launch.detect) every rank
+is already running: only the launcher's world size is checked against the config.
 """
 
 import os
@@ -23,98 +16,25 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from chainrule.data.batching import per_device_batch_size
-from chainrule.errors import ConfigError
+from chainrule.core.errors import ConfigError
+from chainrule.launch.console import flush_console
+from chainrule.launch.detect import CONFIG_ENV, ENTRY_ENV, Launch, detect_launch
+from chainrule.launch.devices import devices_per_node, starts_own_processes, world_size
 
 T = TypeVar("T")
 
-#: Set in the environment of ranks started by `on_all_ranks`: the function to run and its config.
-ENTRY_ENV = "CHAINRULE_RANK_ENTRY"
-CONFIG_ENV = "CHAINRULE_RANK_CONFIG"
-
-EXTERNAL_LAUNCHERS = ("torchrun", "slurm", "env")
 _RENDEZVOUS_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK")
-# Lightning starts these strategies' processes itself (multiprocessing, TPU), not as scripts.
-_SELF_STARTING = ("spawn", "fork", "notebook", "xla")
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How this process was started.
-
-    launcher: `none` (a plain command: chainrule starts any further ranks), `chainrule` (a rank started
-    by `on_all_ranks`), `torchrun`, `slurm` or `env` (an external launcher started every rank).
-    """
-
-    launcher: str
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def external(self) -> bool:
-        return self.launcher in EXTERNAL_LAUNCHERS
-
-
-def detect_launch(env: Mapping[str, str] = os.environ) -> Launch:
-    """The launcher of this process, from its environment variables (nothing is imported or probed)."""
-    if ENTRY_ENV in env:
-        return Launch("chainrule", int(env["RANK"]), int(env["WORLD_SIZE"]))
-    if "TORCHELASTIC_RUN_ID" in env:
-        return Launch("torchrun", int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)))
-    # As Lightning: a job named bash/interactive is an interactive allocation, not an srun step.
-    if "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
-        return Launch("slurm", int(env.get("SLURM_PROCID", 0)), int(env["SLURM_NTASKS"]))
-    if "WORLD_SIZE" in env and ("RANK" in env or "LOCAL_RANK" in env):
-        return Launch("env", int(env.get("RANK", env.get("LOCAL_RANK", 0))), int(env["WORLD_SIZE"]))
-    return Launch("none")
-
-
-def devices_per_node(trainer: Mapping[str, Any]) -> int | None:
-    """How many processes `trainer.devices` asks for on each node; None where only Lightning can tell."""
-    devices = trainer.get("devices", "auto")
-    accelerator = str(trainer.get("accelerator", "auto"))
-    if isinstance(devices, (list, tuple, ListConfig)):
-        return len(devices)
-    if isinstance(devices, str) and "," in devices:
-        return len([d for d in devices.split(",") if d.strip()])
-    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
-        devices = int(devices)
-    if isinstance(devices, int) and devices > 0:
-        return devices
-    if devices in ("auto", -1):
-        import torch
-
-        uses_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-        if uses_gpu:
-            return torch.cuda.device_count()
-        if accelerator in ("cpu", "auto"):
-            return 1 if devices == "auto" else os.cpu_count()
-    return None
-
-
-def world_size(trainer: Mapping[str, Any]) -> int | None:
-    """trainer.devices x trainer.num_nodes, or None where devices cannot be counted before Lightning."""
-    per_node = devices_per_node(trainer)
-    return None if per_node is None else per_node * int(trainer.get("num_nodes", 1))
-
-
-def check_global_batch(cfg: DictConfig) -> None:
-    """Fail before any rank starts when data.batch_size does not split into world size x accumulation."""
-    world = world_size(cfg.trainer)
-    if world is not None:
-        per_device_batch_size(cfg.data.batch_size, world, int(cfg.trainer.get("accumulate_grad_batches", 1)))
 
 
 def on_all_ranks(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run `fn(cfg)` on every rank of the run `cfg` asks for, and return this process's result.
 
     With no launcher and more than one device, this process is rank 0 and starts the other local
-    ranks as `python -m chainrule.rank_process`, which call `fn` on the resolved `cfg`; the process
+    ranks as `python -m chainrule.launch.rank_process`, which call `fn` on the resolved `cfg`; the process
     group is torn down afterwards, so the next job of a multirun starts afresh. Under an external
     launcher, the launcher's world size is checked against the config and `fn` runs here only.
     """
@@ -126,7 +46,7 @@ def on_all_ranks(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         return fn(cfg)
     per_node = devices_per_node(cfg.trainer)
     single = per_node is None or per_node <= 1
-    if launch.launcher == "chainrule" or single or not _starts_scripts(cfg.trainer):
+    if launch.launcher == "chainrule" or single or starts_own_processes(cfg.trainer.get("strategy", "auto")):
         return fn(cfg)
     num_nodes = int(cfg.trainer.get("num_nodes", 1))
     if num_nodes > 1:
@@ -139,7 +59,7 @@ def on_all_ranks(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
 
 
 def _entry_name(fn: Callable) -> str:
-    """`module:function` that a new interpreter can import (`python -m chainrule.train` runs `__main__`)."""
+    """`module:function` that a new interpreter can import (`python -m chainrule.cli.train` runs `__main__`)."""
     module = fn.__module__
     if module == "__main__":
         spec = getattr(sys.modules["__main__"], "__spec__", None)
@@ -150,12 +70,6 @@ def _entry_name(fn: Callable) -> str:
     return f"{module}:{fn.__qualname__}"
 
 
-def _starts_scripts(trainer: Mapping[str, Any]) -> bool:
-    """Whether Lightning would start the other ranks by re-running the command (ddp, fsdp, deepspeed)."""
-    strategy = trainer.get("strategy", "auto")
-    if isinstance(strategy, Mapping):
-        return str(strategy.get("start_method", "popen")) == "popen"
-    return not any(word in str(strategy) for word in _SELF_STARTING)
 
 
 def _check_launcher_world(trainer: Mapping[str, Any], launch: Launch) -> None:
@@ -205,7 +119,7 @@ def _local_ranks(entry: str, config_yaml: str, world: int) -> Iterator[None]:
     os.environ.update(rendezvous, LOCAL_RANK="0", RANK="0")
     children = {
         rank: subprocess.Popen(
-            [sys.executable, "-m", "chainrule.rank_process"],
+            [sys.executable, "-m", "chainrule.launch.rank_process"],
             env={**os.environ, **rendezvous, "LOCAL_RANK": str(rank), "RANK": str(rank),
                  ENTRY_ENV: entry, CONFIG_ENV: config_yaml},
         )
@@ -259,11 +173,11 @@ class _RankWatcher(threading.Thread):
                         if self._stopped.is_set():
                             return
                         self._stopped.set()
-                        _flush_console()
+                        flush_console()
                         print(f"chainrule: rank {rank} (pid {child.pid}) exited with code {code}; "
                               f"stopping the other ranks", file=sys.stderr, flush=True)
                         self._terminate_children()
-                        _flush_console()
+                        flush_console()
                         os._exit(1)
 
     def stop(self) -> None:
@@ -288,14 +202,6 @@ class _RankWatcher(threading.Thread):
                 child.wait()
 
 
-def _flush_console() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-
-
 def _destroy_process_group() -> None:
     """Lightning keeps the process group until exit; a next run in this process needs a new one."""
     import torch.distributed as dist
@@ -303,55 +209,3 @@ def _destroy_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
-
-class RankPrefixedStream:
-    """A text stream that starts every line with `prefix` (e.g. `[rank 1] `) and passes the rest on."""
-
-    def __init__(self, stream: TextIO, prefix: str):
-        self._stream = stream
-        self._prefix = prefix
-        self._at_line_start = True
-
-    def write(self, text: str) -> int:
-        if not text:
-            return 0
-        pieces = []
-        for line in text.splitlines(keepends=True):
-            if self._at_line_start:
-                pieces.append(self._prefix)
-            pieces.append(line)
-            self._at_line_start = line.endswith(("\n", "\r"))
-        self._stream.write("".join(pieces))
-        return len(text)
-
-    def writelines(self, lines: list[str]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-def prefix_console(rank: int) -> None:
-    """Prefix this process's console output (print, warnings, logging, tracebacks) with its rank.
-
-    Rank 0 stays unprefixed: it is the output users read. Output written by C++ code straight to the file
-    descriptors (e.g. gloo warnings) is not prefixed.
-    """
-    if rank == 0 or isinstance(sys.stdout, RankPrefixedStream):
-        return
-    import logging
-
-    prefix = f"[rank {rank}] "
-    replaced = {}
-    for name in ("stdout", "stderr"):
-        original = getattr(sys, name)
-        replaced[id(original)] = RankPrefixedStream(original, prefix)
-        setattr(sys, name, replaced[id(original)])
-    # Handlers created before this call (Lightning adds one at import) hold the original streams.
-    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
-                                      if isinstance(logger, logging.Logger))]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and id(handler.stream) in replaced:
-                handler.setStream(replaced[id(handler.stream)])

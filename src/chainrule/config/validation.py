@@ -17,8 +17,8 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from chainrule.core.errors import ConfigError
 from chainrule.data.batching import per_device_batch_size
-from chainrule.errors import ConfigError
 
 # Groups whose config must name what to build.
 BUILT = ("data", "model", "task", "loss", "optim", "scheduler", "trainer")

@@ -1,0 +1,2 @@
+"""Where configuration becomes a run: the config tree and its groups, validation before anything
+starts, the builders that turn config into objects, and the entry-point helper every CLI uses."""

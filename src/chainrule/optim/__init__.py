@@ -1,0 +1,1 @@
+"""Optimization pieces: parameter groups, learning-rate schedules and losses."""
