@@ -3,9 +3,8 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from chainrule.config.entrypoint import run, user_errors
+from chainrule.config.entrypoint import execute, run
 from chainrule.config.groups import config_dir
-from chainrule.launch.local_ranks import on_all_ranks
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -31,10 +30,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from chainrule.loggers.wandb import finishing_wandb_run  # imports lightning: not needed for --help
-
-    with user_errors(), finishing_wandb_run():
-        on_all_ranks(evaluate, cfg)
+    execute(evaluate, cfg, required=["trainer"])
 
 
 def cli() -> None:

@@ -10,7 +10,7 @@ import hydra
 import rich
 from omegaconf import DictConfig
 
-from chainrule.config.entrypoint import run, user_errors
+from chainrule.config.entrypoint import execute, run
 from chainrule.config.groups import config_dir
 from chainrule.training.gradcheck import GradcheckReport, GradientCheckError, print_report
 
@@ -46,8 +46,8 @@ def gradcheck(cfg: DictConfig) -> GradcheckReport:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="gradcheck")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        gradcheck(cfg)
+    # One process: the check needs no trainer, whatever trainer= says.
+    execute(gradcheck, cfg, all_ranks=False)
 
 
 def cli() -> None:

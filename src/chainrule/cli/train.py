@@ -3,11 +3,9 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from chainrule.config.entrypoint import protect_secrets, run, user_errors
+from chainrule.config.entrypoint import execute, run
 from chainrule.config.groups import config_dir
 from chainrule.core.secrets import redact
-from chainrule.launch.devices import check_global_batch
-from chainrule.launch.local_ranks import on_all_ranks
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -60,14 +58,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from chainrule.config.validation import validate  # imports torch: not needed for --help or --cfg
-    from chainrule.loggers.wandb import finishing_wandb_run  # imports lightning: not needed for --help
-
-    with user_errors(), finishing_wandb_run():
-        protect_secrets()
-        validate(cfg)  # before any further rank starts
-        check_global_batch(cfg)
-        metrics = on_all_ranks(train, cfg)
+    metrics = execute(train, cfg)
     optimized = cfg.get("optimized_metric")
     return metrics.get(optimized) if optimized else None
 

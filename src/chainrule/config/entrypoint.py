@@ -3,12 +3,14 @@ before anything starts, and user errors shown as one message instead of a traceb
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
+from omegaconf import DictConfig
 
 from chainrule.config.groups import check_group_choices, config_dir
 from chainrule.config.resume_args import resume_arguments
@@ -16,7 +18,10 @@ from chainrule.core.errors import ChainruleError
 from chainrule.core.secrets import redact_argv, redact_files, redact_logging
 from chainrule.launch.console import prefix_console
 from chainrule.launch.detect import detect_launch
+from chainrule.launch.local_ranks import on_all_ranks
 from chainrule.launch.run_id import check_run_identity, rank_overrides, register_resolvers
+
+T = TypeVar("T")
 
 register_resolvers()
 
@@ -54,6 +59,22 @@ def protect_secrets() -> None:
     hydra = HydraConfig.get()
     if hydra.output_subdir is not None:
         redact_files(Path(hydra.runtime.output_dir) / hydra.output_subdir)
+
+
+def execute(fn: Callable[[DictConfig], T], cfg: DictConfig, required: Sequence[str] | None = None,
+            all_ranks: bool = True) -> T:
+    """What every chainrule command does around its work `fn(cfg)`: secrets kept out of its files and
+    logs, the config validated (`required`: the groups it builds; None: those of training) before any
+    further rank starts, `fn` run on every rank of the run (or here only), errors shown as one message,
+    and the logger runs finished (marked failed on an exception)."""
+    # Imported here: `--help`, `--cfg` and command-line errors answer without loading torch.
+    from chainrule.config.validation import BUILT, validate
+    from chainrule.loggers.wandb import finishing_wandb_run
+
+    with user_errors(), finishing_wandb_run():
+        protect_secrets()
+        validate(cfg, required=BUILT if required is None else required)
+        return on_all_ranks(fn, cfg) if all_ranks else fn(cfg)
 
 
 def run(app: Callable[[], object], argv: list[str] | None = None) -> None:

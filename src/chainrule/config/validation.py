@@ -18,7 +18,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from chainrule.core.errors import ConfigError
-from chainrule.data.batching import per_device_batch_size
+from chainrule.launch.devices import check_global_batch, devices_per_node
 
 # Groups whose config must name what to build.
 BUILT = ("data", "model", "task", "loss", "optim", "scheduler", "trainer")
@@ -27,27 +27,31 @@ BUILT = ("data", "model", "task", "loss", "optim", "scheduler", "trainer")
 GPU_PRECISIONS = {"16-mixed", "16", "transformer-engine", "transformer-engine-float16"}
 
 
-def validate(cfg: DictConfig, machine: bool = True) -> None:
-    """Raise ConfigError for the first problem found in `cfg` (a composed train config).
+def validate(cfg: DictConfig, machine: bool = True, required: Sequence[str] = BUILT) -> None:
+    """Raise ConfigError for the first problem found in `cfg` (a composed config).
 
     machine: also check the trainer against this machine (its GPUs and cores); off where the config is
     checked on one machine for another, e.g. before submitting a job from a login node.
+    required: the groups the command builds from this config (chainrule-eval builds only its trainer
+    and loggers; the model and data come from the checkpoint).
     """
-    for group in BUILT:
+    for group in required:
         node = cfg.get(group)
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise ConfigError(
                 f"{group} has no _target_: every {group} config names the class or function "
                 f"to build (see conf/{group}/); pick an option with {group}=<name>"
             )
-    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
-        raise ConfigError(f"seed must be an integer, got {cfg.get('seed')!r}")
+    if "seed" in cfg and (not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool)):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
     for path, node in _targets(cfg):
         _check_target(path, node)
-    _check_optimizer(cfg)
+    if "optim" in cfg:
+        _check_optimizer(cfg)
     if machine:
         _check_machine(cfg.trainer)
-    _check_batch(cfg)
+    if "data" in cfg:
+        check_global_batch(cfg, probe=machine)
 
 
 def _targets(node: Any, path: str = "") -> list[tuple[str, DictConfig]]:
@@ -186,20 +190,6 @@ def _check_optimizer(cfg: DictConfig) -> None:
         ) from None
 
 
-def _check_batch(cfg: DictConfig) -> None:
-    """The global batch must split evenly over ranks and accumulation steps (checked before DDP starts)."""
-    trainer = cfg.trainer
-    devices = trainer.get("devices", "auto")
-    if (
-        isinstance(devices, int)
-        and not isinstance(devices, bool)
-        and devices > 0
-        and "batch_size" in cfg.data
-    ):
-        world = devices * int(trainer.get("num_nodes", 1))
-        per_device_batch_size(cfg.data.batch_size, world, int(trainer.get("accumulate_grad_batches", 1)))
-
-
 def _check_machine(trainer: DictConfig) -> None:
     """The devices, accelerator and precision asked for exist on this machine."""
     devices = trainer.get("devices", "auto")
@@ -215,12 +205,12 @@ def _check_machine(trainer: DictConfig) -> None:
     available, unit = (
         (gpus, "GPU(s)") if on_gpu else (os.cpu_count() or 1, "CPU cores") if on_cpu else (None, "")
     )
-    if available is not None and isinstance(devices, int) and not isinstance(devices, bool):
-        if devices > available:
-            raise ConfigError(
-                f"trainer.devices={devices} but this machine has {available} {unit}; "
-                f"use trainer.devices={available} or fewer (or trainer.devices=auto)"
-            )
+    count = devices_per_node(trainer, probe=False)
+    if available is not None and count is not None and count > available:
+        raise ConfigError(
+            f"trainer.devices={devices} but this machine has {available} {unit}; "
+            f"use trainer.devices={available} or fewer (or trainer.devices=auto)"
+        )
     if available is not None and isinstance(devices, ListConfig):
         missing = [d for d in devices if not isinstance(d, int) or d >= available]
         if missing:

@@ -5,7 +5,6 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from chainrule.core.errors import ConfigError
-from chainrule.data.batching import per_device_batch_size
 from chainrule.data.resumable import is_position, training_position
 from chainrule.data.sampling import GlobalBatchSampler, eval_batches
 
@@ -54,7 +53,6 @@ class InMemoryDataModule(L.LightningDataModule):
         if val_fraction + test_fraction >= 1.0:
             raise ConfigError(f"data.val_fraction + data.test_fraction must leave training data, got "
                               f"{val_fraction} + {test_fraction}")
-        per_device_batch_size(batch_size, 1)  # fail early on a non-positive batch
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction

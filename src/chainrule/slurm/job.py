@@ -11,12 +11,10 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from chainrule.core.errors import ConfigError, unknown_choice
-from chainrule.data.batching import per_device_batch_size
+from chainrule.launch.devices import check_global_batch, devices_per_node, starts_own_processes
 from chainrule.slurm.cluster import Partition
 
 GPU_ACCELERATORS = ("gpu", "cuda")
-# Strategies that start their own worker processes; under srun every task already is one rank.
-SPAWNING_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")
 
 # sbatch options chainrule-submit writes itself, by the config key each comes from: the same option in
 # cluster.sbatch would contradict the config (or break requeueing and the run directory).
@@ -62,7 +60,7 @@ def job_spec(cfg: DictConfig) -> JobSpec:
     that cannot run as asked (so that no job is submitted)."""
     trainer, cluster = cfg.trainer, cfg.cluster
     nodes = positive_int(trainer.num_nodes, "trainer.num_nodes")
-    devices = count_devices(trainer.devices)
+    devices = tasks_per_node(trainer)
     check_sbatch_options(cluster.get("sbatch") or [])
     spec = JobSpec(
         nodes=nodes,
@@ -71,9 +69,7 @@ def job_spec(cfg: DictConfig) -> JobSpec:
         cpus_per_task=positive_int(cluster.cpus_per_task, "cluster.cpus_per_task"),
     )
     check_strategy(trainer.get("strategy"), spec.world_size)
-    if cfg.data.get("batch_size") is not None:
-        accumulation = trainer.get("accumulate_grad_batches") or 1
-        per_device_batch_size(cfg.data.batch_size, spec.world_size, accumulation)
+    check_global_batch(cfg, probe=False)
     check_time(cluster.time, cluster.signal_grace)
     if cluster.get("array") is not None:
         array_indices(cluster.array)
@@ -88,18 +84,17 @@ def positive_int(value: object, key: str) -> int:
     return value
 
 
-def count_devices(devices: object) -> int:
-    """Devices per node as a number: the job starts that many tasks per node."""
-    if isinstance(devices, str) and devices.isdigit():
-        devices = int(devices)
-    if isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1:
-        return devices
-    if isinstance(devices, Iterable) and not isinstance(devices, str) and len(list(devices)) >= 1:
-        return len(list(devices))
-    raise ConfigError(
-        f"trainer.devices={devices!r} does not say how many tasks to start per node; a SLURM job runs one "
-        f"task per device (--ntasks-per-node = trainer.devices), so set a number, e.g. trainer.devices=4"
-    )
+def tasks_per_node(trainer: DictConfig) -> int:
+    """Devices per node as a number, decided on the submitting machine: the job starts that many tasks
+    per node."""
+    devices = devices_per_node(trainer, probe=False)
+    if devices is None:
+        raise ConfigError(
+            f"trainer.devices={trainer.get('devices')!r} does not say how many tasks to start per node; a "
+            f"SLURM job runs one task per device (--ntasks-per-node = trainer.devices), so set a number, "
+            f"e.g. trainer.devices=4"
+        )
+    return devices
 
 
 def gpus_per_node(accelerator: str, devices: int, requested: int | None) -> int:
@@ -133,14 +128,9 @@ def gpus_per_node(accelerator: str, devices: int, requested: int | None) -> int:
 
 
 def check_strategy(strategy: object, world_size: int) -> None:
-    if world_size == 1:
+    if world_size == 1 or not starts_own_processes(strategy):
         return
-    if isinstance(strategy, str) and strategy.startswith(SPAWNING_STRATEGIES):
-        name = strategy
-    elif isinstance(strategy, DictConfig) and strategy.get("start_method", "popen") != "popen":
-        name = f"{strategy.get('_target_')} with start_method={strategy.start_method}"
-    else:
-        return
+    name = strategy.get("_target_") if isinstance(strategy, DictConfig) else strategy
     raise ConfigError(
         f"trainer.strategy={name} starts its own processes, but under SLURM srun already starts one "
         f"process per device; use trainer.strategy=ddp"

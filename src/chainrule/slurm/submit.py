@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from chainrule.config.groups import check_group_choices, config_dir
+from chainrule.config.validation import validate
 from chainrule.core.errors import ChainruleError, ConfigError
 from chainrule.launch.run_id import slurm_run_id
 from chainrule.slurm import cluster
@@ -62,6 +63,7 @@ def prepare(overrides: list[str]) -> tuple[DictConfig, JobSpec, str, Path]:
     try:
         kept = train_overrides(overrides)
         cfg = compose_config(overrides)
+        validate(cfg, machine=False)  # the trainer runs on the compute nodes, not here
         spec = job_spec(cfg)
         workdir = Path.cwd()
         runs_dir = Path(os.path.abspath(cfg.paths.runs_dir))
