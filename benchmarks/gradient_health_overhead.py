@@ -51,14 +51,14 @@ class Case:
 
 
 CPU_CASES = [
-    Case("mlp 64-256-256-10 (digits default)", partial(MLP, depth=2, width=256), (1, 8, 8), 64),
-    Case("mlp 784-512x4-10", partial(MLP, depth=4, width=512), (1, 28, 28), 128),
-    Case("small cnn 16/32ch, 16x16", partial(SmallCNN, channels=(16, 32), hidden=64), (1, 16, 16), 32),
+    Case("mlp 64-256-256-10 (digits default)", partial(MLP, activation="relu", dropout=0.0, norm="none", residual=False, depth=2, width=256), (1, 8, 8), 64),
+    Case("mlp 784-512x4-10", partial(MLP, activation="relu", dropout=0.0, norm="none", residual=False, depth=4, width=512), (1, 28, 28), 128),
+    Case("small cnn 16/32ch, 16x16", partial(SmallCNN, dropout=0.0, channels=(16, 32), hidden=64), (1, 16, 16), 32),
 ]
 GPU_CASES = [
-    Case("mlp 784-1024x6-10", partial(MLP, depth=6, width=1024), (1, 28, 28), 1024),
-    Case("mlp 3072-4096x8-10 (130M params)", partial(MLP, depth=8, width=4096), (3, 32, 32), 1024),
-    Case("small cnn 64/128/256ch, 32x32", partial(SmallCNN, channels=(64, 128, 256), hidden=512), (3, 32, 32),
+    Case("mlp 784-1024x6-10", partial(MLP, activation="relu", dropout=0.0, norm="none", residual=False, depth=6, width=1024), (1, 28, 28), 1024),
+    Case("mlp 3072-4096x8-10 (130M params)", partial(MLP, activation="relu", dropout=0.0, norm="none", residual=False, depth=8, width=4096), (3, 32, 32), 1024),
+    Case("small cnn 64/128/256ch, 32x32", partial(SmallCNN, dropout=0.0, channels=(64, 128, 256), hidden=512), (3, 32, 32),
          512),
 ]
 
@@ -122,6 +122,12 @@ def measure(case: Case, pairs: int, warmup_pairs: int, device: str, log_dir: str
         loss=nn.CrossEntropyLoss(),
         optimizer=partial(torch.optim.AdamW, lr=1e-3),
         scheduler=constant,
+        metrics={},
+        target="label",
+        init="default",
+        l1_weight=0.0,
+        compile=None,
+        channels_last=False,
     )
     settings = yaml.safe_load(CONF.read_text())["gradient_health"]
     settings.pop("_target_")

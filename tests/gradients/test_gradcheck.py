@@ -65,8 +65,8 @@ def test_wrong_backward_is_caught_and_named() -> None:
     torch.manual_seed(0)
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
     settings = default_check()
-    good = check_gradients(MLP((1, 8, 8), 10, depth=2, width=16), nn.CrossEntropyLoss(), x, y, **settings)
-    bad = check_gradients(BuggyMLP((1, 8, 8), 10, depth=2, width=16), nn.CrossEntropyLoss(), x, y, **settings)
+    good = check_gradients(MLP((1, 8, 8), 10, depth=2, width=16, activation="relu", dropout=0.0, norm="none", residual=False), nn.CrossEntropyLoss(), x, y, **settings)
+    bad = check_gradients(BuggyMLP((1, 8, 8), 10, depth=2, width=16, activation="relu", dropout=0.0, norm="none", residual=False), nn.CrossEntropyLoss(), x, y, **settings)
     assert good.passed
     assert bad.failed_layers == [BuggyMLP.BUGGY_LAYER]
     [failure] = bad.failures
@@ -75,7 +75,7 @@ def test_wrong_backward_is_caught_and_named() -> None:
 
 
 def test_original_model_is_left_untouched() -> None:
-    model = MLP((1, 8, 8), 10, depth=1, width=8, dropout=0.5).train()
+    model = MLP((1, 8, 8), 10, depth=1, width=8, activation="relu", dropout=0.5, norm="none", residual=False).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     check_gradients(model, nn.CrossEntropyLoss(), torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,)),
                     **default_check())

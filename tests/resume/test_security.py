@@ -35,7 +35,7 @@ def malicious_checkpoint(folder: Path) -> tuple[Path, Path]:
 
 def test_malicious_pickle_is_refused_by_default(tmp_path: Path) -> None:
     path, marker = malicious_checkpoint(tmp_path)
-    for load in (load_checkpoint, AtomicCheckpointIO().load_checkpoint):
+    for load in (load_checkpoint, AtomicCheckpointIO(write_delay_s=0.0).load_checkpoint):
         with pytest.raises(
             CheckpointError, match=r"refusing to load checkpoint .*evil\.ckpt.*\((posix|os|nt)\.system\)"
         ):
@@ -47,7 +47,7 @@ def test_malicious_pickle_is_refused_by_default(tmp_path: Path) -> None:
 
 
 def test_checkpoints_written_by_chainrule_load_safely(tmp_path: Path) -> None:
-    io = AtomicCheckpointIO()
+    io = AtomicCheckpointIO(write_delay_s=0.0)
     state = {
         "state_dict": {"w": torch.randn(3)},
         "loops": {"fit_loop": {"epoch": 1}},

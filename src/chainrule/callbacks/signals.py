@@ -34,7 +34,7 @@ class SignalCheckpoint(L.Callback):
     from it exactly.
     """
 
-    def __init__(self, dirpath: str, filename: str = "interrupted"):
+    def __init__(self, dirpath: str, filename: str):
         self.dirpath = Path(dirpath)
         self.filename = filename
         self.received: int | None = None

@@ -39,7 +39,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     can kill the process while a checkpoint is being written. 0 in real runs.
     """
 
-    def __init__(self, write_delay_s: float = 0.0):
+    def __init__(self, write_delay_s: float):
         super().__init__()
         self.write_delay_s = write_delay_s
 

@@ -41,10 +41,10 @@ class InMemoryDataModule(L.LightningDataModule):
     def __init__(
         self,
         batch_size: int,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        split_seed: int = 0,
-        num_workers: int = 0,
+        val_fraction: float,
+        test_fraction: float,
+        split_seed: int,
+        num_workers: int,
     ):
         super().__init__()
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):

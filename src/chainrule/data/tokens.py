@@ -10,7 +10,7 @@ class SyntheticTokensDataModule(InMemoryDataModule):
     Inputs are (N, seq_len) token ids; targets are the same sequences shifted by one.
     """
 
-    def __init__(self, num_sequences: int, seq_len: int, vocab_size: int, branching: int = 2, **kwargs):
+    def __init__(self, num_sequences: int, seq_len: int, vocab_size: int, branching: int, **kwargs):
         super().__init__(**kwargs)
         self.num_sequences = num_sequences
         self.seq_len = seq_len

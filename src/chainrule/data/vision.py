@@ -74,7 +74,7 @@ class VisionDataModule(InMemoryDataModule):
 
     num_classes = 10
 
-    def __init__(self, dataset: str, data_dir: str, download: bool = False, **kwargs):
+    def __init__(self, dataset: str, data_dir: str, download: bool, **kwargs):
         if dataset not in SOURCES:
             raise unknown_choice("torchvision dataset", dataset, list(SOURCES))
         super().__init__(test_fraction=0.0, **kwargs)

@@ -8,7 +8,7 @@ class ConvAutoencoder(nn.Module):
     The output has the input's shape; spatial sizes must be divisible by 2**len(channels).
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], channels: tuple[int, ...] = (16, 32), latent_dim: int = 16):
+    def __init__(self, input_shape: tuple[int, int, int], channels: tuple[int, ...], latent_dim: int):
         super().__init__()
         c, h, w = input_shape
         factor = 2 ** len(channels)

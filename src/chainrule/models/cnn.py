@@ -9,9 +9,9 @@ class SmallCNN(nn.Module):
         self,
         input_shape: tuple[int, int, int],
         num_outputs: int,
-        channels: tuple[int, ...] = (32, 64),
-        hidden: int = 128,
-        dropout: float = 0.25,
+        channels: tuple[int, ...],
+        hidden: int,
+        dropout: float,
     ):
         super().__init__()
         stages: list[nn.Module] = []

@@ -49,11 +49,11 @@ class GPT(nn.Module):
         self,
         input_shape: tuple[int],
         num_outputs: int,
-        n_layer: int = 12,
-        n_head: int = 12,
-        n_embd: int = 768,
-        dropout: float = 0.0,
-        bias: bool = False,
+        n_layer: int,
+        n_head: int,
+        n_embd: int,
+        dropout: float,
+        bias: bool,
     ):
         super().__init__()
         (self.block_size,) = input_shape

@@ -47,12 +47,12 @@ class MLP(nn.Module):
         self,
         input_shape: tuple[int, ...],
         num_outputs: int,
-        depth: int = 2,
-        width: int = 256,
-        activation: str = "relu",
-        dropout: float = 0.0,
-        norm: str = "none",
-        residual: bool = False,
+        depth: int,
+        width: int,
+        activation: str,
+        dropout: float,
+        norm: str,
+        residual: bool,
     ):
         super().__init__()
         if norm not in NORMS:

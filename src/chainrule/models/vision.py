@@ -5,7 +5,7 @@ from chainrule.core.errors import unknown_choice
 
 
 def torchvision_classifier(
-    name: str, input_shape: tuple[int, int, int], num_outputs: int, small_input: bool = True
+    name: str, input_shape: tuple[int, int, int], num_outputs: int, small_input: bool
 ) -> nn.Module:
     """A torchvision classification model, untrained, with its stem adapted to `input_shape`.
 

@@ -15,7 +15,7 @@ def constant(optimizer: Optimizer, total_steps: int) -> SchedulerConfig:
 
 
 def warmup_cosine(
-    optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.0
+    optimizer: Optimizer, total_steps: int, warmup_fraction: float, min_lr_ratio: float
 ) -> SchedulerConfig:
     """Linear warm-up over the first `warmup_fraction` of steps, then cosine decay to `min_lr_ratio` x lr."""
     warmup_steps = round(warmup_fraction * total_steps)
@@ -29,7 +29,7 @@ def warmup_cosine(
     return {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}
 
 
-def step_decay(optimizer: Optimizer, total_steps: int, step_size: int = 10, gamma: float = 0.1) -> SchedulerConfig:
+def step_decay(optimizer: Optimizer, total_steps: int, step_size: int, gamma: float) -> SchedulerConfig:
     """Multiply the rate by `gamma` every `step_size` epochs."""
     return {"scheduler": StepLR(optimizer, step_size=step_size, gamma=gamma), "interval": "epoch"}
 
@@ -37,9 +37,9 @@ def step_decay(optimizer: Optimizer, total_steps: int, step_size: int = 10, gamm
 def one_cycle(
     optimizer: Optimizer,
     total_steps: int,
-    pct_start: float = 0.3,
-    div_factor: float = 25.0,
-    final_div_factor: float = 1e4,
+    pct_start: float,
+    div_factor: float,
+    final_div_factor: float,
 ) -> SchedulerConfig:
     """One-cycle policy whose peak is each parameter group's configured lr."""
     max_lr = [group["lr"] for group in optimizer.param_groups]
@@ -53,10 +53,10 @@ def one_cycle(
 def reduce_on_plateau(
     optimizer: Optimizer,
     total_steps: int,
-    monitor: str = "val/loss",
-    mode: str = "min",
-    factor: float = 0.5,
-    patience: int = 3,
+    monitor: str,
+    mode: str,
+    factor: float,
+    patience: int,
 ) -> SchedulerConfig:
     """Multiply the rate by `factor` after `patience` epochs without improvement of `monitor`."""
     scheduler = ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience)

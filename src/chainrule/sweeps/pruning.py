@@ -20,10 +20,10 @@ class OptunaPruning(L.Callback):
     def __init__(
         self,
         monitor: str,
-        study_name: str | None = None,
-        storage: str | None = None,
-        trial_number: int | None = None,
-        pruner: optuna.pruners.BasePruner | None = None,
+        study_name: str | None,
+        storage: str | None,
+        trial_number: int | None,
+        pruner: optuna.pruners.BasePruner | None,
     ):
         self.monitor = monitor
         self.study_name = study_name

@@ -33,12 +33,12 @@ class Task(L.LightningModule):
         loss: nn.Module,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., SchedulerConfig],
-        metrics: Mapping[str, Metric] | None = None,
-        target: str = "label",
-        init: str = "default",
-        l1_weight: float = 0.0,
-        compile: str | None = None,
-        channels_last: bool = False,
+        metrics: Mapping[str, Metric],
+        target: str,
+        init: str,
+        l1_weight: float,
+        compile: str | None,
+        channels_last: bool,
     ):
         super().__init__()
         if target not in TARGETS:
