@@ -18,10 +18,12 @@ from chainrule.config.groups import check_group_choices, config_dir
 from chainrule.core.errors import ConfigError
 from chainrule.sweeps import search_space
 from chainrule.sweeps.pruning import OptunaPruning
-from hydra_plugins.chainrule_optuna_sweeper.config import PRUNERS, SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted(p.stem for p in (config_dir() / "hparams_search").glob("*.yaml"))
+SWEEPER = config_dir() / "hydra" / "sweeper"
+SAMPLERS = sorted(p.stem for p in (SWEEPER / "sampler").glob("*.yaml"))
+PRUNERS = sorted(p.stem for p in (SWEEPER / "pruner").glob("*.yaml"))
 
 
 @pytest.fixture(autouse=True)
@@ -66,20 +68,21 @@ def test_sweep_dir_is_stable_so_the_same_command_finds_its_study():
     assert cfg.hydra.sweep.dir.endswith("/sweeps/lr_wd_v2")
 
 
-@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_each_sampler_choice_builds(sampler):
     cfg = compose_train("hparams_search=digits_mlp", f"hydra/sweeper/sampler={sampler}")
     extra = {"search_space": {"optim.lr": [1e-3, 1e-2]}} if sampler == "grid" else {}
     assert isinstance(instantiate(cfg.hydra.sweeper.sampler, **extra), optuna.samplers.BaseSampler)
 
 
-@pytest.mark.parametrize("pruner", sorted(PRUNERS))
+@pytest.mark.parametrize("pruner", PRUNERS)
 def test_pruning_callback_gets_the_chosen_pruner_and_is_idle_outside_a_sweep(pruner):
     cfg = compose_train("hparams_search=digits_mlp", f"hydra/sweeper/pruner={pruner}")
     HydraConfig.instance().set_config(cfg)
     callback = instantiate(cfg.callbacks.optuna_pruning)
     assert isinstance(callback, OptunaPruning)
-    assert type(callback.pruner).__name__ == PRUNERS[pruner]["_target_"].rsplit(".", 1)[1]
+    target = yaml.safe_load((SWEEPER / "pruner" / f"{pruner}.yaml").read_text())["_target_"]
+    assert type(callback.pruner).__name__ == target.rsplit(".", 1)[1]
     assert callback.monitor == "val/acc" and not callback.active
 
 

@@ -19,11 +19,9 @@ from chainrule.core.secrets import redact_argv, redact_files, redact_logging
 from chainrule.launch.console import prefix_console
 from chainrule.launch.detect import detect_launch
 from chainrule.launch.local_ranks import on_all_ranks
-from chainrule.launch.run_id import check_run_identity, rank_overrides, register_resolvers
+from chainrule.launch.run_id import check_run_identity, rank_overrides
 
 T = TypeVar("T")
-
-register_resolvers()
 
 
 class UserError(CompactHydraException):

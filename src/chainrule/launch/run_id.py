@@ -13,7 +13,6 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from omegaconf import OmegaConf
 
 from chainrule.core.errors import ConfigError
 from chainrule.launch.detect import INTERACTIVE_SLURM_JOBS, Launch
@@ -61,12 +60,6 @@ def pinned_run_id(env: Mapping[str, str] = os.environ) -> str | None:
 def run_id(time_format: str) -> str:
     """`${run_id:%Y-%m-%d_%H-%M-%S}`: the pinned run id, else the current time in `time_format`."""
     return pinned_run_id() or datetime.now().strftime(time_format)
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("run_id"):
-        # Cached, as Hydra's `now`: the run and sweep directories of one composition agree.
-        OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
 
 
 def check_run_identity(argv: Sequence[str], launch: Launch) -> None:

@@ -43,7 +43,8 @@ OVERRIDES, WORKER, RUN_DIR, ERROR, INTERRUPTED = "overrides", "worker", "run_dir
 
 
 class OptunaSweep:
-    """One worker's part of a sweep. Settings are those of ChainruleOptunaSweeperConf."""
+    """One worker's part of a sweep. The keyword arguments are the sweeper's settings, whose defaults live in
+    conf/hydra/sweeper/chainrule_optuna.yaml."""
 
     def __init__(
         self,

@@ -1,7 +1,8 @@
 """The Hydra face of chainrule's Optuna sweeper; the work is done in chainrule.sweeps.optuna_sweep, imported
-only when a sweep runs (Hydra imports this module on every start)."""
+only when a sweep runs (Hydra imports this module on every start). Its settings and their defaults live in
+conf/hydra/sweeper/chainrule_optuna.yaml; their meaning in chainrule.sweeps.optuna_sweep.OptunaSweep."""
 
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -10,27 +11,10 @@ from omegaconf import DictConfig
 
 class ChainruleOptunaSweeper(Sweeper):
     """Runs trials of an Optuna study stored in a database: resumable, shared by parallel workers, with
-    pruning. Arguments: see ChainruleOptunaSweeperConf in config.py."""
+    pruning. `settings` are OptunaSweep's keyword arguments, passed through unchanged."""
 
-    def __init__(
-        self,
-        sampler: Optional[DictConfig],
-        pruner: Optional[DictConfig],
-        direction: str,
-        study_name: Optional[str],
-        storage: Optional[str],
-        n_trials: int,
-        n_jobs: int,
-        max_failure_rate: float,
-        heartbeat_interval: int,
-        grace_period: Optional[int],
-        params: Optional[Dict[str, Any]],
-    ) -> None:
-        self.settings = dict(
-            sampler=sampler, pruner=pruner, direction=direction, study_name=study_name, storage=storage,
-            n_trials=n_trials, n_jobs=n_jobs, max_failure_rate=max_failure_rate,
-            heartbeat_interval=heartbeat_interval, grace_period=grace_period, params=params,
-        )
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
         self.hydra_context: Optional[HydraContext] = None
         self.config: Optional[DictConfig] = None
         self.launcher = None

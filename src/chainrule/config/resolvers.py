@@ -1,0 +1,21 @@
+"""The resolvers chainrule's config tree uses besides Hydra's: `${run_id:<time format>}` names a run
+directory (chainrule.launch.run_id), `${cwd:}` is the directory the command was started from.
+
+`${cwd:}` rather than Hydra's `${hydra:runtime.cwd}`: a multirun resolves its sweep directory (which
+names paths.log_dir) before Hydra sets its runtime values, and a config composed outside a Hydra app
+(tests, chainrule-submit) has none.
+"""
+
+import os
+
+from omegaconf import OmegaConf
+
+from chainrule.launch.run_id import run_id
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_id"):
+        # Cached, as Hydra's `now`: the run and sweep directories of one composition agree.
+        OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+    if not OmegaConf.has_resolver("cwd"):
+        OmegaConf.register_new_resolver("cwd", os.getcwd)
