@@ -30,7 +30,7 @@ def test_an_exception_on_one_rank_ends_the_job_non_zero_within_60_s(tmp_path: Pa
               if "RuntimeError: injected failure on rank 1" in line]
     assert errors and all(line.startswith("[rank 1] ") for line in errors), result.stdout[-3000:]
     if where == "build":  # rank 0 was stuck waiting for rank 1 to join: it was ended from outside
-        assert "chainrule: rank 1" in result.stdout and "stopping the other ranks" in result.stdout
+        assert "chainrule: error: rank 1" in result.stdout and "stopping the other ranks" in result.stdout
 
 
 def test_a_batch_not_divisible_by_the_world_size_fails_before_spawning(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """`tune=lr_find` and `tune=batch_size`: Lightning's finders run instead of training, and print the
 override to use."""
 
+import logging
 import re
 from pathlib import Path
 
@@ -16,12 +17,13 @@ QUIET = ["logger=csv", "callbacks.rich_progress_bar=null", "trainer.enable_progr
 
 
 def test_lr_find_writes_the_plot_and_suggests_a_rate_inside_the_range(compose_train, tmp_path: Path,
-                                                                       capsys) -> None:
+                                                                       caplog) -> None:
     low, high = 1e-5, 1.0
     cfg = compose_train(*QUIET, "tune=lr_find", "tune.num_training=40", f"tune.min_lr={low}",
                         f"tune.max_lr={high}")
-    result = train(cfg)
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="chainrule"):
+        result = train(cfg)
+    out = caplog.text
     suggested = float(re.search(r"suggested learning rate: (\S+)", out).group(1))
     assert low <= suggested <= high
     assert f"optim.lr={suggested:.3g}" in out
@@ -31,11 +33,12 @@ def test_lr_find_writes_the_plot_and_suggests_a_rate_inside_the_range(compose_tr
     assert not (tmp_path / "checkpoints").exists()  # tuning replaces training
 
 
-def test_batch_size_finder_prints_the_largest_size_that_ran(compose_train, capsys) -> None:
+def test_batch_size_finder_prints_the_largest_size_that_ran(compose_train, caplog) -> None:
     cfg = compose_train(*QUIET, "tune=batch_size", "tune.init_val=4", "tune.max_trials=3",
                         "tune.steps_per_trial=1")
-    result = train(cfg)
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="chainrule"):
+        result = train(cfg)
+    out = caplog.text
     assert result["batch_size"] == 16  # 4 -> 8 -> 16: three trials, none ran out of memory on a CPU
     assert "data.batch_size=16" in out
 

@@ -48,7 +48,7 @@ def test_bad_request_is_refused_before_submission(case: str, overrides: list[str
                                               f"paths.log_dir={tmp_path / 'logs'}"), cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("chainrule-submit: error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("chainrule: error: "), result.stderr
     assert all(word in lines[0] for word in words), lines[0]
     assert slurm_cluster.jobs_named(name) == ""
     assert not (tmp_path / "logs").exists()

@@ -30,6 +30,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
+from chainrule.callbacks.to_loggers import log_to_loggers, logging_step
 from chainrule.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -227,13 +228,12 @@ class GradientHealth(L.Callback):
         for name, fraction in zip(dead_names, rest):
             metrics[f"dead_relu/{name}"] = fraction
 
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step axis Lightning logs with
+        step = logging_step(trainer)
         layer_norms = [(name, grad[i]) for i, name in enumerate(self._names) if pending["has_grad"][i]]
         for condition, message in self._check(layer_norms, global_pre, step):
             metrics[f"alerts/{condition}"] = 1.0
             self._alert(trainer.loggers, condition, message)
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
+        log_to_loggers(trainer, metrics)
 
     # --- alerts -------------------------------------------------------------------------------------
     def _check(self, layer_norms: list[tuple[str, float]], global_norm: float,

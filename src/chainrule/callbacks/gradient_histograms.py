@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.optim import Optimizer
 
+from chainrule.callbacks.to_loggers import log_to_loggers
 from chainrule.core.errors import ConfigError, unknown_choice
 
 TENSORS = ("gradients", "parameters", "all")
@@ -59,9 +60,7 @@ class GradientHistograms(L.Callback):
             return
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if loggers:
-            metrics = self.histograms(pl_module)
-            for logger in loggers:
-                logger.log_metrics(metrics, step=trainer.global_step)
+            log_to_loggers(trainer, self.histograms(pl_module), loggers)
 
     def histograms(self, pl_module: L.LightningModule) -> dict[str, Any]:
         """W&B histograms of the model's gradients and/or parameters, by W&B name."""

@@ -8,10 +8,11 @@ one device-to-host transfer per step.
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
 
+from chainrule.callbacks.to_loggers import log_to_loggers
+from chainrule.core import console
 from chainrule.core.errors import ChainruleError, unknown_choice
 
 POLICIES = ("raise", "skip")
@@ -79,7 +80,7 @@ class NonFiniteGuard(L.Callback):
         if not checks or bool(torch.stack(checks).all()):
             self.consecutive = 0
             if self.policy == "skip":
-                pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False)
+                log_to_loggers(trainer, {"train/skipped_steps": float(self.skipped)})
             return
 
         what = "loss" if loss_finite is not None and not bool(loss_finite) else "gradients"
@@ -95,13 +96,13 @@ class NonFiniteGuard(L.Callback):
             p.grad = None  # optimizers leave parameters without a gradient untouched
         self.skipped += 1
         self.consecutive += 1
-        pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False)
+        log_to_loggers(trainer, {"train/skipped_steps": float(self.skipped)})
         if self.consecutive >= self.max_consecutive_skips:
             raise NonFiniteError(
                 f"non-finite {what} in {self.consecutive} consecutive steps, the last at {where} "
                 f"({self.skipped} steps skipped in all); stopping. {self._culprit(pl_module, optimizer)}"
             )
-        rank_zero_warn(
+        console.warn(
             f"non-finite {what} at {where}: update skipped ({self.consecutive} in a row, "
             f"{self.skipped} in all)"
         )

@@ -6,7 +6,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+
+from chainrule.core import console
 
 
 class RngStatesInCheckpoint(L.Callback):
@@ -37,7 +38,7 @@ class RngStatesInCheckpoint(L.Callback):
         if not ranks:
             return
         if len(ranks) != trainer.world_size:
-            rank_zero_warn(
+            console.warn(
                 f"the checkpoint holds RNG states of {len(ranks)} ranks but this run has "
                 f"{trainer.world_size}; random streams continue from fresh seeds instead"
             )

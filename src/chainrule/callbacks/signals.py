@@ -9,12 +9,13 @@ handler. A second Ctrl-C stops at once.
 """
 
 import signal
-import sys
 import threading
 from pathlib import Path
 from types import FrameType
 
 import lightning as L
+
+from chainrule.core import console
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
@@ -63,11 +64,6 @@ class SignalCheckpoint(L.Callback):
         signum = self.received or signal.SIGTERM
         path = self.dirpath / f"{self.filename}.ckpt"
         trainer.save_checkpoint(path)
-        if trainer.is_global_zero:
-            print(
-                f"chainrule: {signal.Signals(signum).name} received: saved {path} at step "
-                f"{trainer.global_step}; continue with: chainrule-train resume={trainer.default_root_dir}",
-                file=sys.stderr,
-                flush=True,
-            )
+        console.say(f"{signal.Signals(signum).name} received: saved {path} at step {trainer.global_step}; "
+                    f"continue with: chainrule-train resume={trainer.default_root_dir}")
         raise Interrupted(signum)

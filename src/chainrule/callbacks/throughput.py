@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from chainrule.callbacks.to_loggers import log_to_loggers
 from chainrule.core.errors import ConfigError
 
 
@@ -47,6 +48,4 @@ class SamplesPerSecond(L.Callback):
         if not stepped or trainer.global_step % trainer.log_every_n_steps or not trainer.loggers:
             return
         (t0, n0), (t1, n1) = self._ends[0], self._ends[-1]
-        metrics = {"throughput/samples_per_sec": (n1 - n0) / (t1 - t0) * trainer.world_size}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+        log_to_loggers(trainer, {"throughput/samples_per_sec": (n1 - n0) / (t1 - t0) * trainer.world_size})

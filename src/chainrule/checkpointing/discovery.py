@@ -8,9 +8,8 @@ config alone.
 
 from pathlib import Path
 
-from lightning.pytorch.utilities import rank_zero_warn
-
 from chainrule.checkpointing.io import TEMP_SUFFIX, is_intact
+from chainrule.core import console
 
 
 def checkpoint_candidates(run_dir: str | Path) -> list[Path]:
@@ -25,7 +24,7 @@ def newest_intact_checkpoint(run_dir: str | Path) -> Path | None:
     for path in checkpoint_candidates(run_dir):
         if is_intact(path):
             return path
-        rank_zero_warn(f"skipping damaged checkpoint {path} (truncated or corrupt); trying the previous one")
+        console.warn(f"skipping damaged checkpoint {path} (truncated or corrupt); trying the previous one")
     return None
 
 

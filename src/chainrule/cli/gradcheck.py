@@ -7,11 +7,11 @@ loss and a training batch, and runs chainrule.training.gradcheck on them.
 import math
 
 import hydra
-import rich
 from omegaconf import DictConfig
 
 from chainrule.config.entrypoint import execute, run
 from chainrule.config.groups import config_dir
+from chainrule.core import console
 from chainrule.training.gradcheck import GradcheckReport, GradientCheckError, print_report
 
 
@@ -39,7 +39,7 @@ def gradcheck(cfg: DictConfig) -> GradcheckReport:
             f"relative error {worst.rel_error:.2e} > {report.threshold:.0e}; nan: every checked element sat "
             f"on a kink, raise gradcheck.max_elements); check the backward of those layers"
         )
-    rich.print(f"gradient check passed: {len(report.rows)} tensors, max relative error "
+    console.say(f"gradient check passed: {len(report.rows)} tensors, max relative error "
                f"{max((r.rel_error for r in report.rows), default=0.0):.2e} <= {report.threshold:.0e}")
     return report
 

@@ -12,8 +12,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
 from omegaconf import DictConfig
 
-from chainrule.config.groups import check_group_choices, config_dir
+from chainrule.config.groups import BUILT_GROUPS, check_group_choices, config_dir
 from chainrule.config.resume_args import resume_arguments
+from chainrule.core import console
 from chainrule.core.errors import ChainruleError
 from chainrule.core.secrets import redact_argv, redact_files, redact_logging
 from chainrule.launch.console import prefix_console
@@ -66,12 +67,12 @@ def execute(fn: Callable[[DictConfig], T], cfg: DictConfig, required: Sequence[s
     further rank starts, `fn` run on every rank of the run (or here only), errors shown as one message,
     and the logger runs finished (marked failed on an exception)."""
     # Imported here: `--help`, `--cfg` and command-line errors answer without loading torch.
-    from chainrule.config.validation import BUILT, validate
+    from chainrule.config.validation import validate
     from chainrule.loggers.wandb import finishing_wandb_run
 
     with user_errors(), finishing_wandb_run():
         protect_secrets()
-        validate(cfg, required=BUILT if required is None else required)
+        validate(cfg, required=BUILT_GROUPS if required is None else required)
         return on_all_ranks(fn, cfg) if all_ranks else fn(cfg)
 
 
@@ -89,7 +90,7 @@ def run(app: Callable[[], object], argv: list[str] | None = None) -> None:
     except ChainruleError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"chainrule: error: {error}", file=sys.stderr)
+        console.error_line(str(error))
         sys.exit(2)
     extra = rank_overrides(launch)
     if extra:

@@ -10,6 +10,10 @@ from chainrule.core.errors import unknown_choice
 
 CONFIG_DIR_ENV = "CHAINRULE_CONFIG_DIR"
 
+#: The groups whose option builds one object of a training run (its `_target_`), in the order the
+#: builders use them: data first, since the model's input and output sizes come from it.
+BUILT_GROUPS = ("data", "model", "task", "loss", "optim", "scheduler", "trainer")
+
 
 def config_dir() -> Path:
     """`$CHAINRULE_CONFIG_DIR` when set (e.g. a config tree mounted into a container), else `conf/` inside
@@ -18,6 +22,14 @@ def config_dir() -> Path:
         return Path(os.environ[CONFIG_DIR_ENV]).resolve()
     packaged = Path(__file__).parents[1] / "conf"
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "conf"
+
+
+def config_groups(conf: Path | None = None) -> list[str]:
+    """Every config group a command line can choose from (a folder of YAML options in the config tree),
+    the built ones first; Hydra's own settings (`hydra/`) are not among them."""
+    conf = config_dir() if conf is None else conf
+    found = sorted(p.name for p in conf.iterdir() if p.is_dir() and any(p.glob("*.yaml")) and p.name != "hydra")
+    return [g for g in BUILT_GROUPS if g in found] + [g for g in found if g not in BUILT_GROUPS]
 
 
 def check_group_choices(overrides: list[str], conf: Path) -> None:

@@ -17,17 +17,16 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from chainrule.config.groups import BUILT_GROUPS
 from chainrule.core.errors import ConfigError
 from chainrule.launch.devices import check_global_batch, devices_per_node
 
-# Groups whose config must name what to build.
-BUILT = ("data", "model", "task", "loss", "optim", "scheduler", "trainer")
 # fp16 automatic mixed precision and Transformer Engine need a CUDA GPU; on a CPU Lightning silently
 # trains in bf16 instead.
 GPU_PRECISIONS = {"16-mixed", "16", "transformer-engine", "transformer-engine-float16"}
 
 
-def validate(cfg: DictConfig, machine: bool = True, required: Sequence[str] = BUILT) -> None:
+def validate(cfg: DictConfig, machine: bool = True, required: Sequence[str] = BUILT_GROUPS) -> None:
     """Raise ConfigError for the first problem found in `cfg` (a composed config).
 
     machine: also check the trainer against this machine (its GPUs and cores); off where the config is

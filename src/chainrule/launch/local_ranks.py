@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from chainrule.core import console
 from chainrule.core.errors import ConfigError
 from chainrule.launch.console import flush_console
 from chainrule.launch.detect import CONFIG_ENV, ENTRY_ENV, Launch, detect_launch
@@ -174,8 +175,8 @@ class _RankWatcher(threading.Thread):
                             return
                         self._stopped.set()
                         flush_console()
-                        print(f"chainrule: rank {rank} (pid {child.pid}) exited with code {code}; "
-                              f"stopping the other ranks", file=sys.stderr, flush=True)
+                        console.error_line(f"rank {rank} (pid {child.pid}) exited with code {code}; "
+                                           f"stopping the other ranks")
                         self._terminate_children()
                         flush_console()
                         os._exit(1)

@@ -17,6 +17,7 @@ def main() -> None:
     prefix_console(int(os.environ["RANK"]))
     from omegaconf import OmegaConf
 
+    from chainrule.core import console
     from chainrule.core.errors import ChainruleError
 
     # Popped so that processes this rank starts (data loader workers) do not look like ranks.
@@ -26,7 +27,7 @@ def main() -> None:
     try:
         fn(cfg)
     except ChainruleError as error:
-        print(f"chainrule: error: {error}", file=sys.stderr)
+        console.error_line(str(error))
         sys.exit(2)
 
 

@@ -13,7 +13,6 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-
 from chainrule.core.errors import ConfigError
 from chainrule.launch.detect import INTERACTIVE_SLURM_JOBS, Launch
 

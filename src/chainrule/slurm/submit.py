@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from chainrule.config.groups import check_group_choices, config_dir
 from chainrule.config.validation import validate
+from chainrule.core import console
 from chainrule.core.errors import ChainruleError, ConfigError
 from chainrule.launch.run_id import slurm_run_id
 from chainrule.slurm import cluster
@@ -123,12 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     except ChainruleError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"chainrule-submit: error: {error}", file=sys.stderr)
+        console.error_line(str(error))
         return 2
-    print(f"submitted job {job_id}")
-    for run_dir in run_dirs:
-        print(f"run directory: {run_dir}\nlog: {run_dir / LOG_NAME}")
-    print(f"check: squeue -j {job_id}; sacct -j {job_id}\ncancel: scancel {job_id}")
+    with console.plain_console():
+        console.say(f"submitted job {job_id}")
+        for run_dir in run_dirs:
+            console.say(f"run directory: {run_dir}\nlog: {run_dir / LOG_NAME}")
+        console.say(f"check: squeue -j {job_id}; sacct -j {job_id}\ncancel: scancel {job_id}")
     return 0
 
 

@@ -2,8 +2,8 @@
 
 import lightning as L
 import optuna
-from lightning.pytorch.utilities import rank_zero_info
 
+from chainrule.core import console
 from chainrule.core.errors import ConfigError
 from chainrule.sweeps.storage import open_storage
 
@@ -57,7 +57,7 @@ class OptunaPruning(L.Callback):
             value = trainer.callback_metrics.get(self.monitor)
             message = f"trial {self.trial_number} pruned after epoch {trainer.current_epoch}: " \
                       f"{self.monitor}={float(value):.4f}"
-            rank_zero_info(message)
+            console.say(message)
             raise optuna.TrialPruned(message)
 
     def _report(self, trainer: L.Trainer) -> bool:

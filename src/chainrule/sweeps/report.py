@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import rich
 from omegaconf import OmegaConf
 from optuna.exceptions import ExperimentalWarning
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
+from chainrule.core import console
 from chainrule.core.errors import ChainruleError, ConfigError
 
 STUDY_FILE = "study.yaml"
@@ -134,7 +134,7 @@ def save_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
             try:
                 axes = plot()
             except (ValueError, RuntimeError, ZeroDivisionError) as error:
-                rich.print(f"[dim]{name}: not drawn ({error})[/dim]")
+                console.say(f"{name}: not drawn ({error})")
                 continue
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
         figure.savefig(out_dir / name, dpi=110, bbox_inches="tight")
@@ -157,7 +157,7 @@ def write_report(study: optuna.Study, sweep_dir: Path) -> Path:
         table.add_column(column, justify="left" if column in ("state", "note") else "right")
     for row in table_rows:
         table.add_row(*(_format(row[c]) for c in columns))
-    rich.print(table)
+    console.say(console.render(table))
 
     with open(out_dir / "trials.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -167,12 +167,12 @@ def write_report(study: optuna.Study, sweep_dir: Path) -> Path:
     command = best_command(study)
     if command:
         (out_dir / "best_command.txt").write_text(command + "\n")
-        rich.print(f"best trial {study.best_trial.number}: {metric}={study.best_value:.4f}")
-        rich.print(f"run it again with:\n  {command}")
+        console.say(f"best trial {study.best_trial.number}: {metric}={study.best_value:.4f}")
+        console.say(f"run it again with:\n  {command}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         saved = save_plots(study, out_dir)
-    rich.print(f"report: {out_dir} ({', '.join(p.name for p in saved) or 'no plots yet'})")
+    console.say(f"report: {out_dir} ({', '.join(p.name for p in saved) or 'no plots yet'})")
     return out_dir
 
 
@@ -184,10 +184,11 @@ def cli(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = load_study(args.sweep_dir.resolve(), args.storage, args.study_name)
-        write_report(study, args.sweep_dir.resolve())
+        with console.plain_console():
+            study = load_study(args.sweep_dir.resolve(), args.storage, args.study_name)
+            write_report(study, args.sweep_dir.resolve())
     except ChainruleError as error:
-        print(f"chainrule-sweep-report: error: {error}", file=sys.stderr)
+        console.error_line(str(error))
         sys.exit(2)
 
 

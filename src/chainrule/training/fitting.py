@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.trainer.states import TrainerStatus
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from chainrule.checkpointing.discovery import (
@@ -22,6 +22,7 @@ from chainrule.checkpointing.discovery import (
     remove_stale_temporaries,
 )
 from chainrule.checkpointing.io import is_intact
+from chainrule.core import console
 from chainrule.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def fit(
     directory whose training finished."""
     run_dir = cfg.paths.output_dir
     if finished(run_dir) is not None:
-        rank_zero_info(f"training of {run_dir} finished already; it is not trained again")
+        console.say(f"training of {run_dir} finished already; it is not trained again")
         return
     with warnings.catch_warnings():
         if type(datamodule).load_state_dict is not L.LightningDataModule.load_state_dict:
@@ -67,9 +68,9 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
         log.info(f"resuming from {newest}")
         return str(newest)
     if checkpoint_candidates(run_dir):
-        rank_zero_warn(f"no intact checkpoint in {run_dir}; training starts again from step 0")
+        console.warn(f"no intact checkpoint in {run_dir}; training starts again from step 0")
     elif cfg.get("resume"):
-        rank_zero_warn(f"resume={cfg.resume}: the run saved no checkpoint yet; training starts from step 0")
+        console.warn(f"resume={cfg.resume}: the run saved no checkpoint yet; training starts from step 0")
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
         if not path.is_file():

@@ -11,11 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 from torch import nn
 
+from chainrule.core import console
 from chainrule.core.errors import ChainruleError
 
 INPUT = "input"
@@ -180,7 +179,4 @@ def print_report(report: GradcheckReport) -> None:
         table.add_row(row.layer, row.tensor, f"{row.checked}/{row.total}", f"{row.max_grad:.3e}",
                       f"{row.max_abs_error:.2e}", str(row.kinks), f"{row.rel_error:.2e}",
                       "ok" if ok else "[bold red]FAIL[/]")
-    console = Console()
-    # Logs and pipes get 80 columns by default, too few for this table: widen rather than truncate names.
-    needed = Measurement.get(console, console.options.update(max_width=1000), table).maximum
-    Console(width=max(console.width, needed)).print(table)
+    console.say(console.render(table))

@@ -6,8 +6,9 @@ Each finder prints its suggestion as the override to put on the next `chainrule-
 from pathlib import Path
 
 import lightning as L
-import rich
 from lightning.pytorch.tuner import Tuner
+
+from chainrule.core import console
 
 LR_KEY = "optim.lr"  # every conf/optim option names its learning rate `lr`
 BATCH_KEY = "data.batch_size"  # the global batch (see chainrule.data.batching)
@@ -36,18 +37,17 @@ def find_lr(
         early_stop_threshold=early_stop_threshold, update_attr=False,
     )
     if finder is None:  # Lightning skips the search under fast_dev_run
-        rich.print("[yellow]lr_find: skipped (trainer.fast_dev_run is set)[/yellow]")
+        console.warn("lr_find: skipped (trainer.fast_dev_run is set)")
         return {}
     suggestion = finder.suggestion()
     plot = _save_plot(finder, Path(output_dir) / LR_PLOT)
-    if trainer.is_global_zero:
-        rich.print(f"lr_find: searched {min_lr:g} .. {max_lr:g} over {len(finder.results['lr'])} steps")
-        print(f"plot: {plot}")  # plain print: a long path must not be wrapped
-        if suggestion is None:
-            rich.print("[yellow]lr_find: no suggestion: too few finite losses; increase tune.num_training or "
-                       "lower tune.max_lr[/yellow]")
-        else:
-            rich.print(f"suggested learning rate: {suggestion:.3g}\nuse it with: {LR_KEY}={suggestion:.3g}")
+    console.say(f"lr_find: searched {min_lr:g} .. {max_lr:g} over {len(finder.results['lr'])} steps")
+    console.say(f"plot: {plot}")
+    if suggestion is None:
+        console.warn("lr_find: no suggestion: too few finite losses; increase tune.num_training or lower "
+                     "tune.max_lr")
+    else:
+        console.say(f"suggested learning rate: {suggestion:.3g}\nuse it with: {LR_KEY}={suggestion:.3g}")
     return {} if suggestion is None else {"lr": float(suggestion)}
 
 
@@ -88,11 +88,10 @@ def find_batch_size(
         max_trials=max_trials, batch_arg_name="batch_size", max_val=max_val,
     )
     if size is None:
-        rich.print("[yellow]batch_size: skipped (trainer.fast_dev_run is set)[/yellow]")
+        console.warn("batch_size: skipped (trainer.fast_dev_run is set)")
         return {}
-    if trainer.is_global_zero:
-        samples = len(datamodule.train_dataloader().dataset)
-        if size >= samples:
-            rich.print(f"the whole training set ({samples} samples) fits in one batch")
-        rich.print(f"largest batch size that fit: {size}\nuse it with: {BATCH_KEY}={size}")
+    samples = len(datamodule.train_dataloader().dataset)
+    if size >= samples:
+        console.say(f"the whole training set ({samples} samples) fits in one batch")
+    console.say(f"largest batch size that fit: {size}\nuse it with: {BATCH_KEY}={size}")
     return {"batch_size": float(size)}

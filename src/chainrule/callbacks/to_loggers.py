@@ -1,0 +1,29 @@
+"""How a callback writes metrics: to every logger of the trainer, on the step axis Lightning's own
+`LightningModule.log` and LearningRateMonitor write on, so that a callback's values share rows (CSV) and
+steps (W&B, TensorBoard, MLflow) with the loss of the same batch.
+
+Callbacks log here directly instead of through `LightningModule.log`, which costs about a millisecond a
+call in Lightning's result bookkeeping.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+
+
+def logging_step(trainer: L.Trainer) -> int:
+    """The step the current training batch logs at: the number of optimizer steps taken before it.
+
+    Lightning keeps this count as `_batches_that_stepped` (restored on resume; it advances after the
+    batch's `on_train_batch_end`); `global_step` already counts the batch's own optimizer step by then.
+    This is the one place chainrule reads it.
+    """
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def log_to_loggers(trainer: L.Trainer, metrics: Mapping[str, Any], loggers: list | None = None) -> None:
+    """Write `metrics` to `loggers` (default: all of the trainer's) at `logging_step(trainer)`."""
+    step = logging_step(trainer)
+    for logger in trainer.loggers if loggers is None else loggers:
+        logger.log_metrics(dict(metrics), step=step)

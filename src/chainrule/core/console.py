@@ -1,0 +1,86 @@
+"""What chainrule shows a person, in one place: every message goes through Python logging under the
+`chainrule` logger, so the console and the run's log file (Hydra puts both handlers on the root logger)
+receive the same lines, and only rank 0 speaks unless something is wrong on another rank.
+
+- `say` and `warn`: messages of rank 0 (others are dropped: every rank would say the same).
+- `error_line`: the one-line `chainrule: error: ...` of a refused command, printed before any logging
+  exists (command-line checks) and wherever a command ends on a user error.
+- `plain_console`: stdout for the commands that run without Hydra's logging.
+- `render`: a rich table or tree as plain text, never wrapped, so that paths and commands stay whole
+  on one line in a terminal, a pipe or a SLURM log.
+"""
+
+import io
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+LOGGER = logging.getLogger("chainrule")
+# The variables a launcher sets for a rank (torchrun/chainrule: RANK; srun: SLURM_PROCID), read as
+# Lightning's rank_zero_only does, without importing it (this module loads before torch).
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def rank() -> int:
+    for name in RANK_VARIABLES:
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
+def say(message: str) -> None:
+    if rank() == 0:
+        LOGGER.info(message)
+
+
+def warn(message: str) -> None:
+    if rank() == 0:
+        LOGGER.warning(message)
+
+
+def error_line(message: str) -> None:
+    print(f"chainrule: error: {message}", file=sys.stderr, flush=True)
+
+
+class _Stdout(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time of the message (a test's capture, a redirection)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+@contextmanager
+def plain_console() -> Iterator[None]:
+    """Show messages on stdout, one line each, while a command that Hydra sets no logging up for runs
+    (chainrule-submit, chainrule-sweep-report)."""
+    handler = _Stdout()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    saved = LOGGER.level, LOGGER.propagate
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
+    try:
+        yield
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.level, LOGGER.propagate = saved
+
+
+def render(renderable: Any) -> str:
+    """A rich renderable (Table, Tree) as plain text at its natural width: no wrapping, no colour codes."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(file=io.StringIO(), width=1000, color_system=None, highlight=False)
+    width = Measurement.get(console, console.options, renderable).maximum
+    console = Console(file=io.StringIO(), width=max(20, width), color_system=None, highlight=False)
+    console.print(renderable)
+    return console.file.getvalue().rstrip("\n")
