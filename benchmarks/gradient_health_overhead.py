@@ -1,6 +1,6 @@
 """Step-time overhead of the gradient health callback at its default settings.
 
-One training run per model, in which the callback (settings from conf/callbacks/gradient_health.yaml) is
+One training run per model, in which the callback (settings from conf/callbacks/each/gradient_health.yaml) is
 switched on and off in alternating blocks of `every_n_steps` optimizer steps: each "on" block costs what
 the callback costs in normal use (its hooks on every step, one logging step), each "off" block is the
 baseline, both measured in the same run, interleaved. Prints a table:
@@ -39,7 +39,7 @@ from chainrule.models.mlp import MLP
 from chainrule.optim.schedules import constant
 from chainrule.training.task import Task
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "callbacks" / "gradient_health.yaml"
+CONF = Path(__file__).resolve().parents[1] / "conf" / "callbacks" / "each" / "gradient_health.yaml"
 
 
 @dataclass(frozen=True)

@@ -3,22 +3,12 @@
 import pytest
 import torch
 
-from chainrule.config.groups import config_dir
+from chainrule.config.groups import config_dir, config_groups
 from chainrule.config.validation import accepted_parameters, validate
 
-GROUPS = (
-    "data",
-    "model",
-    "task",
-    "loss",
-    "optim",
-    "scheduler",
-    "trainer",
-    "callbacks",
-    "logger",
-    "experiment",
-    "debug",
-)
+# Every group of the train config but those that only a submission (cluster) or a multirun
+# (hparams_search: its pruner comes from the running sweeper) can compose.
+GROUPS = [g for g in config_groups() if g not in ("cluster", "hparams_search")]
 
 
 def options() -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     from chainrule.cli.reporting import print_config_tree, print_results, route_lightning_logs_through_root
     from chainrule.config import builders
-    from chainrule.training import fitting as resume
+    from chainrule.training import fitting
 
     route_lightning_logs_through_root()
     shown = OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True)))  # what is printed and logged
@@ -39,10 +39,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return tuner(trainer=trainer, task=task, datamodule=datamodule, output_dir=cfg.paths.output_dir)
 
     if cfg.train:
-        resume.fit(trainer, task, datamodule, cfg)
+        fitting.fit(trainer, task, datamodule, cfg)
     metrics = dict(trainer.callback_metrics)
 
-    best = resume.best_checkpoint(trainer, cfg.paths.output_dir)
+    best = fitting.best_checkpoint(trainer, cfg.paths.output_dir)
     if cfg.test:
         trainer.test(task, datamodule=datamodule, ckpt_path=best or cfg.ckpt_path)
         metrics.update(trainer.callback_metrics)
