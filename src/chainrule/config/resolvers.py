@@ -1,5 +1,7 @@
 """The resolvers chainrule's config tree uses besides Hydra's: `${run_id:<time format>}` names a run
-directory (chainrule.launch.run_id), `${cwd:}` is the directory the command was started from.
+directory (chainrule.launch.run_id), `${cwd:}` is the directory the command was started from, and
+`${quick:<value>,<quick value>}` is the second value when CHAINRULE_QUICK is set (README: "Try a command
+quickly"): a few batches per epoch, a few trials per sweep.
 
 `${cwd:}` rather than Hydra's `${hydra:runtime.cwd}`: a multirun resolves its sweep directory (which
 names paths.log_dir) before Hydra sets its runtime values, and a config composed outside a Hydra app
@@ -7,10 +9,18 @@ names paths.log_dir) before Hydra sets its runtime values, and a config composed
 """
 
 import os
+from typing import Any
 
 from omegaconf import OmegaConf
 
 from chainrule.launch.run_id import run_id
+
+#: Set (to anything but 0) to try any command quickly: see README.md.
+QUICK_ENV = "CHAINRULE_QUICK"
+
+
+def quick(value: Any, quick_value: Any) -> Any:
+    return quick_value if os.environ.get(QUICK_ENV, "0") not in ("", "0") else value
 
 
 def register_resolvers() -> None:
@@ -19,3 +29,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
     if not OmegaConf.has_resolver("cwd"):
         OmegaConf.register_new_resolver("cwd", os.getcwd)
+    if not OmegaConf.has_resolver("quick"):
+        OmegaConf.register_new_resolver("quick", quick)

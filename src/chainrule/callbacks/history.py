@@ -1,0 +1,29 @@
+"""Every logger's history continues across resumes, as if the run had never stopped.
+
+A checkpoint at step N is written once everything of the steps before N is logged
+(chainrule.callbacks.checkpoints); here the loggers are flushed into it, and on resume the loggers that
+can (CSV, TensorBoard) drop what they recorded at step N or later: the resumed run logs those steps
+again. W&B keeps its own history by run id and ignores steps it has seen.
+"""
+
+from typing import Any
+
+import lightning as L
+
+from chainrule.callbacks.to_loggers import logging_step
+
+
+class LoggerHistory(L.Callback):
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None:  # a fresh start: nothing to rewind
+            return
+        step = logging_step(trainer)
+        for logger in trainer.loggers:
+            rewind = getattr(logger, "rewind", None)
+            if rewind is not None:
+                rewind(step)
