@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import TOTAL_STEPS, output, start
+from tests.resume.runs import TOTAL_STEPS, output, start
 
 
 @pytest.fixture(scope="session")

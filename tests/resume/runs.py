@@ -1,8 +1,8 @@
 """Shared pieces of the resume tests: the run they train, and starting, pausing and signalling it.
 
 Every test here runs the real `chainrule-train` in a subprocess and delivers real signals to it. A
-test-only callback (pause_point.PauseAt, on PYTHONPATH) holds the process at an exact hook of an exact
-step, so that a kill lands where the test says.
+test-only callback (tests.resume.pause_point.PauseAt, importable through PYTHONPATH) holds the process
+at an exact hook of an exact step, so that a kill lands where the test says.
 """
 
 import os
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 # 4 epochs x 10 batches of a dropout MLP with AdamW and a warm-up/cosine schedule, on the CPU with
@@ -44,7 +44,7 @@ TOTAL_STEPS = 40
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env.update({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(extra or {})})
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -72,9 +72,9 @@ def resume(run_dir: Path, *overrides: str, timeout: float = 300) -> subprocess.C
 
 
 def pause_at(step: int, hook: str, marker: Path, seconds: float = 600) -> list[str]:
-    """Overrides that add pause_point.PauseAt: hold at `hook` of step `step` and create `marker`."""
+    """Overrides that add tests.resume.pause_point.PauseAt: hold at `hook` of step `step` and create `marker`."""
     return [
-        "+callbacks.pause._target_=pause_point.PauseAt",
+        "+callbacks.pause._target_=tests.resume.pause_point.PauseAt",
         f"+callbacks.pause.step={step}",
         f"+callbacks.pause.hook={hook}",
         f"+callbacks.pause.marker={marker}",

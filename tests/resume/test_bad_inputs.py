@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import BIN, cli_env
-from test_security import malicious_checkpoint
 
 from chainrule.cli.train import main
 from chainrule.config.entrypoint import run
+from tests.resume.runs import BIN, cli_env
+from tests.resume.test_security import malicious_checkpoint
 
 NO_GPU = not torch.cuda.is_available()
 GPUS = torch.cuda.device_count()

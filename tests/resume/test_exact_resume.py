@@ -11,8 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from pause_point import HOOKS
-from runs import STEPS_PER_EPOCH, TOTAL_STEPS, assert_same_result, output, pause_at, resume, start, wait_until
+
+from tests.resume.pause_point import HOOKS
+from tests.resume.runs import (
+    STEPS_PER_EPOCH,
+    TOTAL_STEPS,
+    assert_same_result,
+    output,
+    pause_at,
+    resume,
+    start,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

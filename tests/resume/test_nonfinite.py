@@ -7,13 +7,13 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
-from runs import output, pause_at, start, wait_until
 
 from chainrule.callbacks.nonfinite import NonFiniteError, NonFiniteGuard
 from chainrule.config import builders
+from tests.resume.runs import output, pause_at, start, wait_until
 
 NAN_STEP = 7  # the optimizer step (0-based) whose forward pass first turns non-finite
-POISON = ["model._target_=poisoned.PoisonedMLP", f"+model.nan_at_step={NAN_STEP}"]
+POISON = ["model._target_=tests.resume.poisoned.PoisonedMLP", f"+model.nan_at_step={NAN_STEP}"]
 
 
 class Recorder(L.Callback):

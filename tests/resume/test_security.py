@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import BIN, RUN, cli_env
 
 from chainrule.checkpointing.io import AtomicCheckpointIO, load_checkpoint
 from chainrule.core.errors import CheckpointError
+from tests.resume.runs import BIN, RUN, cli_env
 
 
 class Payload:
