@@ -1,8 +1,5 @@
-"""Fixtures shared by all tests: composing the real config tree and running the real CLI."""
+"""Fixtures used by tests in several folders. Shared helpers that are not fixtures live in tests/support/."""
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,16 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from chainrule.config.groups import config_dir
-
-REPO = Path(__file__).resolve().parents[1]
-CONF = config_dir()
-BIN = Path(sys.executable).parent
-
-
-def conf_options(group: str) -> list[str]:
-    """Every option of a config group: parametrizing over this tests new files automatically."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+from tests.support.paths import CONF, REPO
 
 
 @pytest.fixture
@@ -36,12 +24,3 @@ def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _compose
-
-
-def run_cli(command: str, *args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run a chainrule console script in a subprocess; returns the completed process (never raises)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([str(BIN / command), *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.ddp.ddp_helpers import TRAIN, assert_same_parameters, files_in, logged, run_cli
+from tests.ddp.ddp_helpers import TRAIN, assert_same_parameters, files_in, logged
 from tests.metrics_csv import read_metric
+from tests.support.processes import run_cli
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -20,7 +21,7 @@ def multirun(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     cwd = tmp_path_factory.mktemp("multirun")
     result = run_cli("chainrule-train", "-m", *TRAIN, "trainer=ddp_cpu", "trainer.devices=2",
                      "trainer.accumulate_grad_batches=1,2", f"hydra.sweep.dir={cwd}/sweep", cwd=cwd,
-                     timeout=300)
+                     timeout=300, merge_stderr=True)
     assert result.returncode == 0, result.stdout[-5000:]
     return cwd, result.stdout
 
@@ -89,7 +90,7 @@ def test_ddp_test_metrics_equal_single_process_on_the_same_checkpoint(single_pro
     padding, or dropped, would change both)."""
     (best,) = (single_process_run / "checkpoints").glob("epoch*.ckpt")
     result = run_cli("chainrule-eval", f"ckpt_path={best}", "trainer=ddp_cpu", "trainer.devices=2",
-                     "logger=csv", f"hydra.run.dir={tmp_path}/eval", cwd=tmp_path)
+                     "logger=csv", f"hydra.run.dir={tmp_path}/eval", cwd=tmp_path, merge_stderr=True)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "[rank 1] Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout
     for metric in ("test/loss", "test/acc"):

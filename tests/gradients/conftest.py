@@ -7,13 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-# This machine's few cores are shared: torch's intra-op threads then spin against each other and a tiny
-# forward pass takes 50x longer. One thread per test process keeps these tests fast; results are the same.
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
 
 @pytest.fixture(autouse=True)
 def one_torch_thread() -> Iterator[None]:
+    """One torch thread in the test process too (see tests.support.processes.ONE_THREAD)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

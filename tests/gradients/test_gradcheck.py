@@ -1,7 +1,6 @@
 """chainrule-gradcheck: autograd agrees with float64 central differences for every model in conf/model/,
 and a layer with a wrong backward is caught and named."""
 
-import os
 import subprocess
 import sys
 import tomllib
@@ -17,9 +16,9 @@ from chainrule.cli.gradcheck import gradcheck
 from chainrule.config import builders
 from chainrule.models.mlp import MLP
 from chainrule.training.gradcheck import GradientCheckError, check_gradients
-from tests.conftest import CONF, REPO, conf_options
 from tests.gradients.buggy_models import BuggyMLP
-from tests.gradients.conftest import ONE_THREAD
+from tests.support.paths import CONF, REPO, conf_options
+from tests.support.processes import ONE_THREAD, run_cli
 
 # Overrides that make a model small (and give it a task it fits); a new conf/model file is checked at its
 # configured size until it gets an entry here.
@@ -86,10 +85,7 @@ def test_original_model_is_left_untouched() -> None:
 def gradcheck_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`chainrule-gradcheck ARGS`, run as `python -m` so that it also works before the console script is
     (re)installed; the script entry itself is checked in test_console_script_is_declared."""
-    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "chainrule.cli.gradcheck", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_cli(sys.executable, "-m", "chainrule.cli.gradcheck", *args, cwd=cwd, env=ONE_THREAD)
 
 
 def test_console_script_is_declared() -> None:

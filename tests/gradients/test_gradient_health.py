@@ -10,8 +10,8 @@ import torch
 
 from chainrule.cli.train import train
 from chainrule.config import builders
-from tests.conftest import run_cli
-from tests.gradients.conftest import ONE_THREAD, read_metrics
+from tests.gradients.conftest import read_metrics
+from tests.support.processes import ONE_THREAD, run_cli
 
 QUICK = [
     "logger=csv", "test=false", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.gradients.conftest import ONE_THREAD
+from tests.support.processes import ONE_THREAD, run_cli
 
 
 def wandb_history(run_dir: Path) -> list[dict]:

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from chainrule.cli.train import train
-from tests.conftest import run_cli
-from tests.gradients.conftest import ONE_THREAD
+from tests.support.processes import ONE_THREAD, run_cli
 
 QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false",
          "trainer.enable_model_summary=false"]

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from chainrule.cli.train import train
-from tests.conftest import conf_options, run_cli
 from tests.metrics_csv import read_metric
+from tests.support.paths import conf_options
+from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.slow
 NO_BAR = "trainer.enable_progress_bar=false"

@@ -5,9 +5,7 @@ test-only callback (tests.resume.pause_point.PauseAt, importable through PYTHONP
 at an exact hook of an exact step, so that a kill lands where the test says.
 """
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+from tests.support.processes import run_cli
+from tests.support.processes import start as start_process
 
 # 4 epochs x 10 batches of a dropout MLP with AdamW and a warm-up/cosine schedule, on the CPU with
 # deterministic algorithms: RNG streams, optimizer moments, the LR schedule and the data order all
@@ -41,38 +39,27 @@ STEPS_PER_EPOCH = 10
 TOTAL_STEPS = 40
 
 
-def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env.update({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(extra or {})})
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def start(run_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start `chainrule-train RUN... overrides... hydra.run.dir=run_dir`; output goes to run_dir.log."""
     with open(f"{run_dir}.log", "a") as log:
-        return subprocess.Popen(
-            [str(BIN / "chainrule-train"), *RUN, *overrides, f"hydra.run.dir={run_dir}"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=cli_env(env),
-            text=True,
+        return start_process(
+            "chainrule-train",
+            *RUN,
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+            cwd=run_dir.parent,
+            env=env,
+            output=log,
         )
 
 
 def resume(run_dir: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`chainrule-train resume=run_dir` to the end (nothing else: the run's own config is reused)."""
-    return subprocess.run(
-        [str(BIN / "chainrule-train"), f"resume={run_dir}", *overrides],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli("chainrule-train", f"resume={run_dir}", *overrides, cwd=run_dir.parent, timeout=timeout)
 
 
 def pause_at(step: int, hook: str, marker: Path, seconds: float = 600) -> list[str]:
-    """Overrides that add tests.resume.pause_point.PauseAt: hold at `hook` of step `step` and create `marker`."""
+    """Overrides that add tests.resume.pause_point.PauseAt: hold at `hook` of step `step`, create `marker`."""
     return [
         "+callbacks.pause._target_=tests.resume.pause_point.PauseAt",
         f"+callbacks.pause.step={step}",

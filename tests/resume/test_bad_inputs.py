@@ -6,7 +6,6 @@ where HYDRA_FULL_ERROR=1 must bring the traceback back.
 """
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import torch
 
 from chainrule.cli.train import main
 from chainrule.config.entrypoint import run
-from tests.resume.runs import BIN, cli_env
 from tests.resume.test_security import malicious_checkpoint
+from tests.support.processes import run_cli
 
 NO_GPU = not torch.cuda.is_available()
 GPUS = torch.cuda.device_count()
@@ -159,14 +158,12 @@ def test_bad_input_gives_one_clear_message(
     ids=["before-hydra", "inside-the-app"],
 )
 def test_cli_exit_code_and_full_error_switch(tmp_path: Path, argv: list[str], code: int) -> None:
-    command = [str(BIN / "chainrule-train"), *argv, f"hydra.run.dir={tmp_path / 'run'}"]
-    plain = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=300)
+    args = [*argv, f"hydra.run.dir={tmp_path / 'run'}"]
+    plain = run_cli("chainrule-train", *args, cwd=tmp_path)
     assert plain.returncode == code
     assert "Traceback" not in plain.stderr and (
         "unknown model" in plain.stderr or "Invalid learning rate" in plain.stderr
     )
-    full = subprocess.run(
-        command, env=cli_env({"HYDRA_FULL_ERROR": "1"}), capture_output=True, text=True, timeout=300
-    )
+    full = run_cli("chainrule-train", *args, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert full.returncode != 0
     assert "Traceback (most recent call last)" in full.stderr

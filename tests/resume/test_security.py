@@ -1,7 +1,6 @@
 """Checkpoints are loaded without running code; secrets from the environment never reach a run's files."""
 
 import os
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -10,7 +9,8 @@ import torch
 
 from chainrule.checkpointing.io import AtomicCheckpointIO, load_checkpoint
 from chainrule.core.errors import CheckpointError
-from tests.resume.runs import BIN, RUN, cli_env
+from tests.resume.runs import RUN
+from tests.support.processes import run_cli
 
 
 class Payload:
@@ -62,12 +62,8 @@ def test_checkpoints_written_by_chainrule_load_safely(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cli_refuses_a_malicious_checkpoint(tmp_path: Path) -> None:
     path, marker = malicious_checkpoint(tmp_path)
-    result = subprocess.run(
-        [str(BIN / "chainrule-eval"), f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'eval'}"],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_cli(
+        "chainrule-eval", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path
     )
     assert result.returncode != 0
     assert "refusing to load checkpoint" in result.stderr and "Traceback" not in result.stderr
@@ -87,13 +83,7 @@ def test_no_file_in_the_run_dir_contains_the_wandb_api_key(tmp_path: Path) -> No
         "test=true",
         f"hydra.run.dir={run_dir}",
     ]
-    result = subprocess.run(
-        [str(BIN / "chainrule-train"), *RUN, *overrides],
-        env=cli_env({"WANDB_API_KEY": key}),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("chainrule-train", *RUN, *overrides, cwd=tmp_path, env={"WANDB_API_KEY": key})
     assert result.returncode == 0, result.stderr[-3000:]
     assert key not in result.stdout + result.stderr
     files = [p for p in run_dir.rglob("*") if p.is_file()]

@@ -2,7 +2,6 @@
 
 import importlib
 import tomllib
-from pathlib import Path
 
 import optuna
 import pytest
@@ -19,8 +18,8 @@ from chainrule.core.errors import ConfigError
 from chainrule.sweeps import search_space
 from chainrule.sweeps.pruning import OptunaPruning
 from hydra_plugins.chainrule_optuna_sweeper.config import PRUNERS, SAMPLERS
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted(p.stem for p in (config_dir() / "hparams_search").glob("*.yaml"))
 
 
@@ -90,7 +89,7 @@ def test_unknown_preset_lists_the_presets():
 
 
 def test_wandb_sweep_example_passes_hydra_overrides_to_chainrule_train():
-    example = yaml.safe_load((ROOT / "docs" / "wandb_sweep.yaml").read_text())
+    example = yaml.safe_load((REPO / "docs" / "wandb_sweep.yaml").read_text())
     command = [example["program"] if part == "${program}" else part for part in example["command"]]
     assert command[0] == "chainrule-train" and command[-1] == "${args_no_hyphens}"
     # One sample of each parameter, as the agent writes them: key=value.
@@ -103,7 +102,7 @@ def test_wandb_sweep_example_passes_hydra_overrides_to_chainrule_train():
 
 
 def test_console_scripts_resolve():
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert "chainrule-sweep-report" in scripts
     for target in scripts.values():
         module, function = target.split(":")

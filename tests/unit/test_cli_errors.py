@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.support.processes import run_cli
 
 
 def assert_clean_failure(result, *fragments: str) -> None:

@@ -21,8 +21,8 @@ import yaml
 
 from chainrule.checkpointing.discovery import newest_intact_checkpoint
 from chainrule.loggers.wandb import run_id_path
+from tests.support.processes import start
 from tests.wandb_logger.wandb_files import (
-    command,
     history,
     isolated_env,
     offline_runs,
@@ -30,6 +30,7 @@ from tests.wandb_logger.wandb_files import (
     stray_dir,
     summary,
     train,
+    train_args,
 )
 
 pytestmark = pytest.mark.slow
@@ -195,9 +196,9 @@ def test_two_rank_ddp_run_makes_exactly_one_wandb_run(tmp_path: Path) -> None:
 def test_killed_run_resumes_the_same_wandb_run_at_the_checkpoint_step(tmp_path: Path) -> None:
     run_dir, env = tmp_path / "run", isolated_env(tmp_path)
     # Long enough to still be training when killed; early stopping off so it cannot end by itself.
-    first = subprocess.Popen(command(run_dir, "trainer.max_epochs=200", "callbacks.early_stopping=null"),
-                             cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+    first = start("chainrule-train", *train_args(run_dir, "trainer.max_epochs=200",
+                                                 "callbacks.early_stopping=null"),
+                  cwd=tmp_path, env=env, output=subprocess.DEVNULL, new_session=True)
     try:
         deadline = time.monotonic() + 240
         while not list(run_dir.glob("checkpoints/*.ckpt")) and first.poll() is None:
@@ -245,9 +246,7 @@ def test_exception_in_training_marks_the_run_failed_and_exits_within_30s(tmp_pat
     run_dir = tmp_path / "run"
     # Strict early stopping on a metric nobody logs raises at the end of the first validation, mid-training.
     bad = ["callbacks.early_stopping.monitor=val/missing", "callbacks.early_stopping.strict=true"]
-    process = subprocess.Popen(command(run_dir, *bad), cwd=tmp_path,
-                               env=isolated_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = start("chainrule-train", *train_args(run_dir, *bad), cwd=tmp_path, env=isolated_env(tmp_path))
     deadline = time.monotonic() + 240
     while not list(run_dir.glob("wandb/offline-run-*/*.wandb")) and process.poll() is None:
         assert time.monotonic() < deadline
