@@ -1,7 +1,6 @@
 """Shared pieces of the DDP tests: one training config, and what its runs must have in common with a single
 process. The processes themselves (real gloo process groups on CPU) are started by tests.support.processes."""
 
-import csv
 from pathlib import Path
 
 import torch
@@ -36,7 +35,3 @@ def assert_same_parameters(checkpoint: Path, reference: Path, rtol: float = 1e-6
 def files_in(run_dir: Path) -> set[str]:
     return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
 
-
-def logged(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        return list(csv.DictReader(f))

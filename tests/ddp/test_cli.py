@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ddp.ddp_helpers import TRAIN, assert_same_parameters, files_in, logged
-from tests.metrics_csv import read_metric
+from tests.ddp.ddp_helpers import TRAIN, assert_same_parameters, files_in
+from tests.support.metrics import read_metric, read_metrics
 from tests.support.processes import run_cli
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
@@ -49,7 +49,7 @@ def test_each_run_directory_is_written_once_by_rank_0(multirun: tuple[Path, str]
         for metric in ("val/loss", "test/loss"):  # once per validation (2 epochs) and once for the test
             assert len(read_metric(run_dir, metric)) == len(read_metric(single_process_run, metric))
     # Without accumulation, the very same rows as the single process.
-    assert len(logged(cwd / "sweep" / "0")) == len(logged(single_process_run))
+    assert len(read_metrics(cwd / "sweep" / "0")) == len(read_metrics(single_process_run))
 
 
 def test_other_ranks_console_lines_carry_their_rank(multirun: tuple[Path, str]) -> None:

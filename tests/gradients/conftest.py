@@ -1,8 +1,6 @@
 """Fixtures for the backprop-tooling tests (gradient check, gradient health, finders, overfit preset)."""
 
-import csv
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +14,3 @@ def one_torch_thread() -> Iterator[None]:
     yield
     torch.set_num_threads(threads)
 
-
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
-    """Rows of the CSV logger's metrics file (<run dir>/csv/metrics.csv), empty cells dropped."""
-    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]

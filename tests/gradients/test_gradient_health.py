@@ -10,7 +10,7 @@ import torch
 
 from chainrule.cli.train import train
 from chainrule.config import builders
-from tests.gradients.conftest import read_metrics
+from tests.support.metrics import read_metrics
 from tests.support.processes import ONE_THREAD, run_cli
 
 QUICK = [

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from chainrule.cli.train import train
-from tests.metrics_csv import read_metric
+from tests.support.metrics import read_metric
 from tests.support.paths import conf_options
 from tests.support.processes import run_cli
 

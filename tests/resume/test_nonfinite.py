@@ -1,6 +1,5 @@
 """The non-finite guard: `raise` stops before the bad update and names it; `skip` drops and counts it."""
 
-import csv
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +10,7 @@ from hydra.utils import instantiate
 from chainrule.callbacks.nonfinite import NonFiniteError, NonFiniteGuard
 from chainrule.config import builders
 from tests.resume.runs import output, pause_at, start, wait_until
+from tests.support.metrics import metric_steps
 
 NAN_STEP = 7  # the optimizer step (0-based) whose forward pass first turns non-finite
 POISON = ["model._target_=tests.resume.poisoned.PoisonedMLP", f"+model.nan_at_step={NAN_STEP}"]
@@ -84,8 +84,7 @@ def test_raise_stops_before_the_update_of_the_bad_step(build) -> None:
 
 
 def logged(trainer, column: str) -> list[tuple[int, float]]:
-    with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
-        return [(int(row["step"]), float(row[column])) for row in csv.DictReader(f) if row.get(column)]
+    return metric_steps(Path(trainer.logger.log_dir) / "metrics.csv", column)
 
 
 def test_skip_drops_bad_updates_counts_them_and_training_continues(build) -> None:

@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from tests.support.metrics import metrics_csv
 from tests.support.processes import ONE_THREAD, run_cli
 
 pytestmark = pytest.mark.slow
@@ -20,6 +21,6 @@ def test_multirun_runs_every_combination_in_its_own_directory(sweeps, tmp_path):
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
         combos.add((next(o for o in overrides if o.startswith("optim.lr=")),
                     next(o for o in overrides if o.startswith("optim="))))
-        assert "val/acc" in (job / "csv" / "metrics.csv").read_text().splitlines()[0]
+        assert "val/acc" in metrics_csv(job).read_text().splitlines()[0]
     assert combos == {(f"optim.lr={lr}", f"optim={name}")
                       for lr in ("0.001", "0.01") for name in ("adamw", "sgd")}

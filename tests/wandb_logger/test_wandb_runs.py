@@ -4,7 +4,6 @@ Every run has W&B's and HOME's directories inside the test's temporary directory
 """
 
 import contextlib
-import csv
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ import yaml
 
 from chainrule.checkpointing.discovery import newest_intact_checkpoint
 from chainrule.loggers.wandb import run_id_path
+from tests.support.metrics import metric_columns
 from tests.support.processes import start
 from tests.wandb_logger.wandb_files import (
     history,
@@ -34,13 +34,6 @@ from tests.wandb_logger.wandb_files import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def csv_columns(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    return {name: [(int(r["step"]), float(r[name])) for r in rows if r[name]] for name in rows[0]
-            if name not in ("step", "epoch")}
 
 
 def git(repo: Path, *args: str) -> str:
@@ -110,7 +103,7 @@ def test_history_holds_train_val_metrics_lr_and_throughput(default_run: SimpleNa
     # The same curve as the CSV logger's, at the same steps.
     wandb_loss = [(row["trainer/global_step"], row["train/loss_step"])
                   for row in rows if "train/loss_step" in row]
-    csv_loss = csv_columns(default_run.run_dir)["train/loss_step"]
+    csv_loss = metric_columns(default_run.run_dir)["train/loss_step"]
     assert [s for s, _ in wandb_loss] == [s for s, _ in csv_loss] and len(csv_loss) == 10
     assert [v for _, v in wandb_loss] == pytest.approx([v for _, v in csv_loss], rel=1e-6)
     assert all(row["throughput/samples_per_sec"] > 0 for row in rows if "throughput/samples_per_sec" in row)
@@ -129,7 +122,7 @@ def test_gradient_histograms_of_every_parameter_every_n_steps(default_run: Simpl
 
 def test_per_layer_gradient_norms_reach_wandb(default_run: SimpleNamespace) -> None:
     """The gradient-statistics callback logs `grad_norm/*` through every logger; W&B gets them all."""
-    in_csv = {name for name in csv_columns(default_run.run_dir) if name.startswith("grad_norm/")}
+    in_csv = {name for name in metric_columns(default_run.run_dir) if name.startswith("grad_norm/")}
     if not in_csv:
         pytest.skip("no gradient-norm callback in the default callbacks: no grad_norm/* in the CSV metrics")
     logged = {key for row in default_run.history for key in row}
