@@ -1,22 +1,11 @@
 """The gradient scalars and alerts reach W&B too: read back from the offline run file."""
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import ONE_THREAD, run_cli
-
-
-def wandb_history(run_dir: Path) -> list[dict]:
-    [run_file] = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    wandb = Path(sys.executable).parent / "wandb"
-    out = subprocess.run([str(wandb), "leet", "inspect", "--json", str(run_file)], capture_output=True,
-                         text=True, check=True, timeout=120).stdout
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    return [r["history"]["item"] for r in records if r.get("type") == "history"]
+from tests.support.wandb_runs import history, offline_runs
 
 
 @pytest.mark.slow
@@ -28,7 +17,8 @@ def test_gradient_scalars_and_alert_in_the_wandb_run(tmp_path: Path) -> None:
                   "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path,
                   env={**ONE_THREAD, "WANDB_MODE": "offline"})
     assert run.returncode == 0, run.stderr[-2000:]
-    rows = [row for row in wandb_history(tmp_path / "run") if "grad_norm/global_pre_clip" in row]
+    [run] = offline_runs(tmp_path / "run")
+    rows = [row for row in history(run) if "grad_norm/global_pre_clip" in row]
     assert [row["trainer/global_step"] for row in rows] == [0, 1, 2, 3]
     for name in ("grad_norm/blocks.0.linear", "grad_norm/global_post_clip", "param_norm/head",
                  "update_ratio/blocks.1.linear", "dead_relu/blocks.0.act"):

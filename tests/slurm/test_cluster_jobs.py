@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from tests.slurm.conftest import Job, LocalCluster, checkpoint, python_module
+from tests.support.wandb_runs import offline_runs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -173,7 +174,7 @@ def test_usr1_checkpoints_requeues_and_resumes_in_the_same_run(receiver: str, jo
     if receiver == "batch":
         return  # this job logs no W&B run
     run_id = (job.run_dir / "wandb_run_id").read_text()
-    wandb_runs = sorted((job.run_dir / "wandb").glob("offline-run-*"))
+    wandb_runs = offline_runs(job.run_dir)
     assert len(wandb_runs) == 2 and all(p.name.endswith(f"-{run_id}") for p in wandb_runs), wandb_runs
 
 

@@ -22,16 +22,8 @@ from chainrule.checkpointing.discovery import newest_intact_checkpoint
 from chainrule.loggers.wandb import run_id_path
 from tests.support.metrics import metric_columns
 from tests.support.processes import start
-from tests.wandb_logger.wandb_files import (
-    history,
-    isolated_env,
-    offline_runs,
-    run_record,
-    stray_dir,
-    summary,
-    train,
-    train_args,
-)
+from tests.support.wandb_runs import history, offline_runs, run_record, summary
+from tests.wandb_logger.conftest import isolated_env, stray_dir, train, train_args
 
 pytestmark = pytest.mark.slow
 

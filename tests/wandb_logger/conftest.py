@@ -1,12 +1,9 @@
-"""Running chainrule-train with W&B isolated in a temporary directory, and reading back the offline
-run files it writes (`wandb leet inspect --json`, the records W&B would upload)."""
+"""Running chainrule-train with W&B isolated in a temporary directory (its offline runs are read with
+tests.support.wandb_runs)."""
 
-import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
-from tests.support.paths import BIN
 from tests.support.processes import run_cli
 
 # Two short epochs of five steps, a metric row per step, no progress bar.
@@ -42,33 +39,3 @@ def train(run_dir: Path, *overrides: str, env: dict[str, str | None], cwd: Path,
     """chainrule-train to the end (stdin closed: any prompt would fail, not hang); `env` from isolated_env."""
     return run_cli("chainrule-train", *train_args(run_dir, *overrides, multirun=multirun), cwd=cwd, env=env,
                    timeout=timeout)
-
-
-def offline_runs(run_dir: Path) -> list[Path]:
-    """The offline W&B run directories under a run directory, oldest first (names start with the time)."""
-    return sorted((run_dir / "wandb").glob("offline-run-*"))
-
-
-def inspect(run: Path, *options: str) -> str:
-    done = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--json", *options, str(run)],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def records(run: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in inspect(run).splitlines() if line.strip()]
-
-
-def run_record(run: Path) -> dict[str, Any]:
-    return next(r["run"] for r in records(run) if r["type"] == "run")
-
-
-def history(run: Path) -> list[dict[str, Any]]:
-    """The logged rows, in order (each a dict of metric name -> value)."""
-    return [r["history"]["item"] for r in records(run) if r["type"] == "history"]
-
-
-def summary(run: Path) -> dict[str, Any]:
-    """State (finished/failed), exit code, config and latest metric values of a run."""
-    return json.loads(inspect(run, "--summary"))
