@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ddp.ddp_helpers import TRAIN
+from tests.support.presets import DDP_RUN
 from tests.support.processes import run_cli
 
 
@@ -12,7 +12,7 @@ from tests.support.processes import run_cli
 def single_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: one process, the whole global batch per step."""
     root = tmp_path_factory.mktemp("single")
-    result = run_cli("chainrule-train", *TRAIN, "trainer=cpu", f"hydra.run.dir={root}/run", cwd=root,
+    result = run_cli("chainrule-train", *DDP_RUN, "trainer=cpu", f"hydra.run.dir={root}/run", cwd=root,
                      merge_stderr=True)
     assert result.returncode == 0, result.stdout[-3000:]
     return root / "run"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.ddp.ddp_helpers import TRAIN, assert_same_parameters, files_in
+from tests.ddp.ddp_helpers import assert_same_parameters, files_in
 from tests.support.metrics import read_metric, read_metrics
+from tests.support.presets import DDP_RUN
 from tests.support.processes import run_cli
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 def multirun(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(working directory, console output) of a 2-job sweep, each job 2 gloo ranks."""
     cwd = tmp_path_factory.mktemp("multirun")
-    result = run_cli("chainrule-train", "-m", *TRAIN, "trainer=ddp_cpu", "trainer.devices=2",
+    result = run_cli("chainrule-train", "-m", *DDP_RUN, "trainer=ddp_cpu", "trainer.devices=2",
                      "trainer.accumulate_grad_batches=1,2", f"hydra.sweep.dir={cwd}/sweep", cwd=cwd,
                      timeout=300, merge_stderr=True)
     assert result.returncode == 0, result.stdout[-5000:]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ddp.ddp_helpers import TRAIN
+from tests.support.presets import DDP_RUN
 from tests.support.processes import finish, free_port, run_cli, start
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
@@ -17,7 +17,7 @@ def test_an_exception_on_one_rank_ends_the_job_non_zero_within_60_s(tmp_path: Pa
     """`build`: rank 1 dies before joining the process group, where rank 0 would otherwise wait for it
     for the rendezvous timeout (30 min). `step`: rank 1 dies while rank 0 is in a gradient all-reduce."""
     stamp = tmp_path / "raised_at"
-    result = run_cli("chainrule-train", *TRAIN, "trainer=ddp_cpu", "trainer.devices=2",
+    result = run_cli("chainrule-train", *DDP_RUN, "trainer=ddp_cpu", "trainer.devices=2",
                      "+callbacks.fault._target_=tests.ddp.faults.RaiseOnRank", "+callbacks.fault.rank=1",
                      f"+callbacks.fault.where={where}", f"+callbacks.fault.stamp={stamp}",
                      f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, timeout=180, merge_stderr=True)
@@ -35,8 +35,9 @@ def test_an_exception_on_one_rank_ends_the_job_non_zero_within_60_s(tmp_path: Pa
 
 
 def test_a_batch_not_divisible_by_the_world_size_fails_before_spawning(tmp_path: Path) -> None:
-    result = run_cli("chainrule-train", *TRAIN, "data.batch_size=33", "trainer=ddp_cpu", "trainer.devices=2",
-                     f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, timeout=120, merge_stderr=True)
+    result = run_cli("chainrule-train", *DDP_RUN, "data.batch_size=33", "trainer=ddp_cpu",
+                     "trainer.devices=2", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, timeout=120,
+                     merge_stderr=True)
     assert result.returncode != 0
     message = "data.batch_size=33 (global) is not divisible by world size 2"
     assert message in result.stdout, result.stdout[-3000:]
@@ -50,7 +51,7 @@ def test_ranks_that_resolve_different_configs_stop_and_name_the_key(tmp_path: Pa
     rendezvous = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
                   "CHAINRULE_RUN_ID": "mismatch"}
     ranks = [
-        start("chainrule-train", *TRAIN, "trainer=ddp_cpu", "trainer.devices=2",
+        start("chainrule-train", *DDP_RUN, "trainer=ddp_cpu", "trainer.devices=2",
               f"paths.log_dir={tmp_path}/logs", *(["optim.lr=0.07"] if rank else []),
               cwd=tmp_path, env={"RANK": str(rank), **rendezvous})
         for rank in range(2)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ddp.ddp_helpers import TRAIN, assert_same_parameters, files_in
+from tests.ddp.ddp_helpers import assert_same_parameters, files_in
+from tests.support.presets import DDP_RUN
 from tests.support.processes import finish, free_port, start
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
@@ -27,7 +28,7 @@ def test_two_nodes_under_torchrun_equal_single_process(tmp_path: Path, single_pr
     agents = [
         start("torchrun", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
               f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=twonodes", "--max-restarts=0",
-              "-m", "chainrule.cli.train", *TRAIN, "trainer=ddp_cpu", "trainer.devices=1",
+              "-m", "chainrule.cli.train", *DDP_RUN, "trainer=ddp_cpu", "trainer.devices=1",
               "trainer.num_nodes=2", f"paths.log_dir={tmp_path}/logs", "name=torchrun", cwd=tmp_path)
         for _ in range(2)
     ]
@@ -52,7 +53,7 @@ def test_ranks_started_like_srun_equal_single_process(tmp_path: Path, single_pro
     slurm = {"SLURM_JOB_ID": job_id, "SLURM_JOB_NAME": "ddp-test", "SLURM_NTASKS": "2", "SLURM_NNODES": "1",
              "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODELIST": "127.0.0.1", "SLURM_NODEID": "0"}
     ranks = [
-        start("chainrule-train", *TRAIN, "trainer=ddp_cpu", "trainer.devices=2",
+        start("chainrule-train", *DDP_RUN, "trainer=ddp_cpu", "trainer.devices=2",
               f"paths.log_dir={tmp_path}/logs", "name=srun",
               cwd=tmp_path, env={**slurm, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)})
         for rank in range(2)

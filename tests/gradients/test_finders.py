@@ -8,10 +8,10 @@ import matplotlib.image
 import pytest
 
 from chainrule.cli.train import train
+from tests.support.presets import QUIET_CONSOLE
 from tests.support.processes import ONE_THREAD, run_cli
 
-QUIET = ["logger=csv", "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false",
-         "trainer.enable_model_summary=false", "model.width=32"]
+QUIET = ["logger=csv", *QUIET_CONSOLE, "model.width=32"]
 
 
 def test_lr_find_writes_the_plot_and_suggests_a_rate_inside_the_range(compose_train, tmp_path: Path,

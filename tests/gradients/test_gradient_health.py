@@ -11,11 +11,11 @@ import torch
 from chainrule.cli.train import train
 from chainrule.config import builders
 from tests.support.metrics import read_metrics
+from tests.support.presets import QUIET_CONSOLE
 from tests.support.processes import ONE_THREAD, run_cli
 
 QUICK = [
-    "logger=csv", "test=false", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null",
+    "logger=csv", "test=false", "trainer.accelerator=cpu", *QUIET_CONSOLE, "callbacks.model_summary=null",
     "callbacks.model_checkpoint=null", "callbacks.early_stopping=null", "trainer.limit_val_batches=1",
 ]
 DEEP = ["model.depth=20", "model.width=32", "model.dropout=0.0", "trainer.max_epochs=1"]

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.presets import NO_PROGRESS_BARS
 from tests.support.processes import ONE_THREAD, run_cli
 from tests.support.wandb_runs import history, offline_runs
 
@@ -13,8 +14,8 @@ def test_gradient_scalars_and_alert_in_the_wandb_run(tmp_path: Path) -> None:
     run = run_cli("chainrule-train", "logger=wandb", "model.width=32", "optim=sgd", "optim.lr=1000",
                   "scheduler=constant", "trainer.limit_train_batches=4", "trainer.max_epochs=1", "test=false",
                   "callbacks.nonfinite=null",  # an overflowing loss would stop the run before the last step
-                  "callbacks.gradient_health.every_n_steps=1", "callbacks.rich_progress_bar=null",
-                  "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path,
+                  "callbacks.gradient_health.every_n_steps=1", *NO_PROGRESS_BARS,
+                  f"hydra.run.dir={tmp_path}/run", cwd=tmp_path,
                   env={**ONE_THREAD, "WANDB_MODE": "offline"})
     assert run.returncode == 0, run.stderr[-2000:]
     [run] = offline_runs(tmp_path / "run")

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.resume.runs import TOTAL_STEPS, output, start
+from tests.resume.runs import output, start
+from tests.support.presets import DETERMINISTIC_RUN_STEPS
 
 
 @pytest.fixture(scope="session")
@@ -15,5 +16,5 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     process = start(run_dir)
     assert process.wait(timeout=300) == 0, output(run_dir)[-3000:]
     final = run_dir / "checkpoints" / "last.ckpt"
-    assert torch.load(final, weights_only=True)["global_step"] == TOTAL_STEPS
+    assert torch.load(final, weights_only=True)["global_step"] == DETERMINISTIC_RUN_STEPS
     return final

@@ -1,4 +1,5 @@
-"""Shared pieces of the resume tests: the run they train, and starting, pausing and signalling it.
+"""Shared pieces of the resume tests: starting, pausing and signalling the run they train
+(tests.support.presets.DETERMINISTIC_RUN).
 
 Every test here runs the real `chainrule-train` in a subprocess and delivers real signals to it. A
 test-only callback (tests.resume.pause_point.PauseAt, importable through PYTHONPATH) holds the process
@@ -14,37 +15,18 @@ from typing import Any
 import pytest
 import torch
 
+from tests.support.presets import DETERMINISTIC_RUN
 from tests.support.processes import run_cli
 from tests.support.processes import start as start_process
 
-# 4 epochs x 10 batches of a dropout MLP with AdamW and a warm-up/cosine schedule, on the CPU with
-# deterministic algorithms: RNG streams, optimizer moments, the LR schedule and the data order all
-# matter, so any slip in resuming changes bits of the result.
-RUN = [
-    "data=synthetic",
-    "data.num_samples=534",  # 320 training samples: 10 full global batches of 32 per epoch
-    "model.width=32",
-    "trainer=cpu",
-    "trainer.deterministic=true",
-    "trainer.max_epochs=4",
-    "callbacks.step_checkpoint.every_n_train_steps=4",
-    "~callbacks.rich_progress_bar",
-    "~callbacks.model_summary",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "test=false",
-    "logger=csv",
-]
-STEPS_PER_EPOCH = 10
-TOTAL_STEPS = 40
-
 
 def start(run_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start `chainrule-train RUN... overrides... hydra.run.dir=run_dir`; output goes to run_dir.log."""
+    """Start `chainrule-train DETERMINISTIC_RUN... overrides... hydra.run.dir=run_dir`; output goes to
+    run_dir.log."""
     with open(f"{run_dir}.log", "a") as log:
         return start_process(
             "chainrule-train",
-            *RUN,
+            *DETERMINISTIC_RUN,
             *overrides,
             f"hydra.run.dir={run_dir}",
             cwd=run_dir.parent,

@@ -13,16 +13,8 @@ import pytest
 import torch
 
 from tests.resume.pause_point import HOOKS
-from tests.resume.runs import (
-    STEPS_PER_EPOCH,
-    TOTAL_STEPS,
-    assert_same_result,
-    output,
-    pause_at,
-    resume,
-    start,
-    wait_until,
-)
+from tests.resume.runs import assert_same_result, output, pause_at, resume, start, wait_until
+from tests.support.presets import DETERMINISTIC_RUN_STEPS, DETERMINISTIC_RUN_STEPS_PER_EPOCH
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -36,14 +28,16 @@ def kill_points(seed: int = 3, count: int = 5) -> list[tuple[int, str]]:
         step = (
             rng.choice([10, 20, 30])
             if hook == "validation_batch_start"
-            else rng.randrange(5, TOTAL_STEPS - 1)
+            else rng.randrange(5, DETERMINISTIC_RUN_STEPS - 1)
         )
         points.append((step, hook))
     return points
 
 
 KILL_POINTS = kill_points()
-assert sum(step % STEPS_PER_EPOCH != 0 for step, _ in KILL_POINTS) >= 3, "most kill points must be mid-epoch"
+assert (
+    sum(step % DETERMINISTIC_RUN_STEPS_PER_EPOCH != 0 for step, _ in KILL_POINTS) >= 3
+), "most kill points must be mid-epoch"
 
 
 @pytest.mark.parametrize(("step", "hook"), KILL_POINTS, ids=[f"step{s}-{h}" for s, h in KILL_POINTS])

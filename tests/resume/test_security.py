@@ -9,7 +9,7 @@ import torch
 
 from chainrule.checkpointing.io import AtomicCheckpointIO, load_checkpoint
 from chainrule.core.errors import CheckpointError
-from tests.resume.runs import RUN
+from tests.support.presets import DETERMINISTIC_RUN
 from tests.support.processes import run_cli
 
 
@@ -83,7 +83,9 @@ def test_no_file_in_the_run_dir_contains_the_wandb_api_key(tmp_path: Path) -> No
         "test=true",
         f"hydra.run.dir={run_dir}",
     ]
-    result = run_cli("chainrule-train", *RUN, *overrides, cwd=tmp_path, env={"WANDB_API_KEY": key})
+    result = run_cli(
+        "chainrule-train", *DETERMINISTIC_RUN, *overrides, cwd=tmp_path, env={"WANDB_API_KEY": key}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert key not in result.stdout + result.stderr
     files = [p for p in run_dir.rglob("*") if p.is_file()]

@@ -4,11 +4,11 @@ tests.support.wandb_runs)."""
 import subprocess
 from pathlib import Path
 
+from tests.support.presets import NO_PROGRESS_BARS
 from tests.support.processes import run_cli
 
 # Two short epochs of five steps, a metric row per step, no progress bar.
-QUICK = ["debug=limit", "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false",
-         "trainer.log_every_n_steps=1"]
+QUICK = ["debug=limit", *NO_PROGRESS_BARS, "trainer.log_every_n_steps=1"]
 
 
 def isolated_env(tmp: Path, **extra: str | None) -> dict[str, str | None]:
