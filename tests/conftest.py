@@ -1,9 +1,10 @@
 """Fixtures used by tests in several folders. Shared helpers that are not fixtures live in tests/support/."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -24,3 +25,13 @@ def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _compose
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread in the test process, as ONE_THREAD (tests.support.processes) gives a subprocess;
+    modules that train in the test process ask for it with pytest.mark.usefixtures("one_torch_thread")."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

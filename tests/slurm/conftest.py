@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.support.paths import REPO
 from tests.support.processes import cli_env
@@ -119,7 +118,3 @@ def slurm_cluster() -> Iterator[LocalCluster]:
     yield LocalCluster(env)
     if not was_running:
         subprocess.run([str(LOCAL / "stop.sh"), state_dir], env=env, capture_output=True, timeout=300)
-
-
-def checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)

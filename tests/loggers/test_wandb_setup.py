@@ -1,5 +1,4 @@
-"""How the W&B logger picks its mode, keeps its run id and prepares config and histograms, without
-training."""
+"""How the W&B logger picks its mode, keeps its run id and prepares its config, without training."""
 
 import socket
 from collections.abc import Iterator
@@ -8,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from chainrule.callbacks.gradient_histograms import histogram
 from chainrule.core.errors import ConfigError
 from chainrule.loggers.wandb import (
     choose_mode,
@@ -138,14 +136,3 @@ def test_config_is_flattened_to_override_keys() -> None:
               "callbacks": {}, "ckpt_path": None}
     assert flatten(nested) == {"optim.lr": 0.1, "optim.betas": [0.9, 0.99], "trainer.max_epochs": 2,
                                "tags": ["a"], "callbacks": {}, "ckpt_path": None}
-
-
-def test_histogram_counts_every_finite_value_between_min_and_max() -> None:
-    values = torch.tensor([[0.0, 1.0, 2.0, 3.0], [4.0, float("nan"), float("inf"), 4.0]])
-    counts, edges = histogram(values, num_bins=4)
-    assert counts == [1.0, 1.0, 1.0, 3.0] and edges == [0.0, 1.0, 2.0, 3.0, 4.0]
-
-
-def test_histogram_of_a_constant_is_one_bin_and_of_no_finite_value_is_none() -> None:
-    assert histogram(torch.full((3, 2), 0.5), num_bins=8) == ([6.0], [0.5, 0.5])
-    assert histogram(torch.tensor([float("nan"), float("-inf")]), num_bins=8) is None

@@ -7,7 +7,6 @@ import io
 import pytest
 from hydra import compose, initialize_config_dir
 
-from chainrule.callbacks.config_agreement import config_differences
 from chainrule.config.groups import config_dir
 from chainrule.core.errors import ConfigError
 from chainrule.launch.console import RankPrefixedStream
@@ -85,13 +84,6 @@ def test_ranks_other_than_0_write_no_hydra_config_and_no_log_file() -> None:
 def test_the_world_size_is_known_before_any_process_starts(trainer: dict, per_node: int, world: int) -> None:
     assert devices_per_node(trainer) == per_node
     assert world_size(trainer) == world
-
-
-def test_config_differences_name_the_dotted_keys() -> None:
-    reference = {"optim": {"lr": 0.1, "momentum": 0.9}, "seed": 1, "tags": ["a"]}
-    assert config_differences(reference, reference) == []
-    other = {"optim": {"lr": 0.2, "momentum": 0.9}, "seed": 1, "tags": ["b"], "extra": 1}
-    assert config_differences(reference, other) == ["extra", "optim.lr", "tags"]
 
 
 def test_prefixed_stream_marks_every_line_once() -> None:

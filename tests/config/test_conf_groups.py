@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from chainrule.config import builders
-from tests.fake_vision_data import populate
+from tests.support.fake_vision_data import populate
 from tests.support.paths import conf_options
 
 # Overrides an option needs to form a meaningful run (e.g. a regression loss needs regression data).

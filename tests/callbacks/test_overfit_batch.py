@@ -9,6 +9,8 @@ from chainrule.cli.train import train
 from tests.support.presets import QUIET_CONSOLE
 from tests.support.processes import ONE_THREAD, run_cli
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.mark.slow
 def test_digits_mlp_overfits_one_batch_and_says_so(tmp_path: Path) -> None:

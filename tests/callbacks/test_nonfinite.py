@@ -9,11 +9,11 @@ from hydra.utils import instantiate
 
 from chainrule.callbacks.nonfinite import NonFiniteError, NonFiniteGuard
 from chainrule.config import builders
-from tests.resume.runs import output, pause_at, start, wait_until
+from tests.support.interruptions import output, pause_at, start, wait_until
 from tests.support.metrics import metric_steps
 
 NAN_STEP = 7  # the optimizer step (0-based) whose forward pass first turns non-finite
-POISON = ["model._target_=tests.resume.poisoned.PoisonedMLP", f"+model.nan_at_step={NAN_STEP}"]
+POISON = ["model._target_=tests.callbacks.poisoned.PoisonedMLP", f"+model.nan_at_step={NAN_STEP}"]
 
 
 class Recorder(L.Callback):

@@ -14,6 +14,8 @@ from tests.support.metrics import read_metrics
 from tests.support.presets import QUIET_CONSOLE
 from tests.support.processes import ONE_THREAD, run_cli
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 QUICK = [
     "logger=csv", "test=false", "trainer.accelerator=cpu", *QUIET_CONSOLE, "callbacks.model_summary=null",
     "callbacks.model_checkpoint=null", "callbacks.early_stopping=null", "trainer.limit_val_batches=1",

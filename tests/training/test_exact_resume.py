@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.resume.pause_point import HOOKS
-from tests.resume.runs import assert_same_result, output, pause_at, resume, start, wait_until
+from tests.support.interruptions import output, pause_at, start, wait_until
+from tests.support.pause_point import HOOKS
 from tests.support.presets import DETERMINISTIC_RUN_STEPS, DETERMINISTIC_RUN_STEPS_PER_EPOCH
+from tests.training.conftest import assert_same_result, resume
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

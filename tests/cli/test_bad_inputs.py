@@ -14,7 +14,7 @@ import torch
 
 from chainrule.cli.train import main
 from chainrule.config.entrypoint import run
-from tests.resume.test_security import malicious_checkpoint
+from tests.support.checkpoints import malicious_checkpoint
 from tests.support.processes import run_cli
 
 NO_GPU = not torch.cuda.is_available()

@@ -20,10 +20,10 @@ import yaml
 
 from chainrule.checkpointing.discovery import newest_intact_checkpoint
 from chainrule.loggers.wandb import run_id_path
+from tests.loggers.conftest import isolated_env, stray_dir, train, train_args
 from tests.support.metrics import metric_columns
 from tests.support.processes import start
 from tests.support.wandb_runs import history, offline_runs, run_record, summary
-from tests.wandb_logger.conftest import isolated_env, stray_dir, train, train_args
 
 pytestmark = pytest.mark.slow
 

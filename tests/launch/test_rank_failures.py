@@ -1,5 +1,6 @@
 """A DDP job fails fast and loudly: a rank's exception ends every rank, and a config that cannot be
-split over the ranks is refused before any further process starts."""
+split over the ranks is refused before any further process starts. (Ranks that resolve different
+configs: callbacks/test_config_agreement.py.)"""
 
 import time
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.presets import DDP_RUN
-from tests.support.processes import finish, free_port, run_cli, start
+from tests.support.processes import run_cli
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -18,7 +19,7 @@ def test_an_exception_on_one_rank_ends_the_job_non_zero_within_60_s(tmp_path: Pa
     for the rendezvous timeout (30 min). `step`: rank 1 dies while rank 0 is in a gradient all-reduce."""
     stamp = tmp_path / "raised_at"
     result = run_cli("chainrule-train", *DDP_RUN, "trainer=ddp_cpu", "trainer.devices=2",
-                     "+callbacks.fault._target_=tests.ddp.faults.RaiseOnRank", "+callbacks.fault.rank=1",
+                     "+callbacks.fault._target_=tests.launch.faults.RaiseOnRank", "+callbacks.fault.rank=1",
                      f"+callbacks.fault.where={where}", f"+callbacks.fault.stamp={stamp}",
                      f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, timeout=180, merge_stderr=True)
     ended = time.time()
@@ -43,22 +44,3 @@ def test_a_batch_not_divisible_by_the_world_size_fails_before_spawning(tmp_path:
     assert message in result.stdout, result.stdout[-3000:]
     assert "Traceback" not in result.stdout
     assert "[rank 1]" not in result.stdout and "Initializing distributed" not in result.stdout
-
-
-def test_ranks_that_resolve_different_configs_stop_and_name_the_key(tmp_path: Path) -> None:
-    """Ranks started by a plain launcher exporting only RANK/WORLD_SIZE/MASTER_*; rank 1 was given a
-    different learning rate. Training two different models silently would be worse than failing."""
-    rendezvous = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-                  "CHAINRULE_RUN_ID": "mismatch"}
-    ranks = [
-        start("chainrule-train", *DDP_RUN, "trainer=ddp_cpu", "trainer.devices=2",
-              f"paths.log_dir={tmp_path}/logs", *(["optim.lr=0.07"] if rank else []),
-              cwd=tmp_path, env={"RANK": str(rank), **rendezvous})
-        for rank in range(2)
-    ]
-    outputs = finish(ranks, timeout=180)
-    assert [rank.returncode != 0 for rank in ranks] == [True, True], "\n".join(o[-2000:] for o in outputs)
-    assert "[rank 1] Error executing job" in outputs[1]
-    assert "rank 1 resolved optim.lr differently from rank 0" in outputs[1], outputs[1][-2000:]
-    assert "another rank resolved a different config from rank 0's" in outputs[0], outputs[0][-2000:]
-    assert [p.name for p in (tmp_path / "logs" / "train" / "runs").iterdir()] == ["mismatch"]

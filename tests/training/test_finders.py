@@ -11,6 +11,8 @@ from chainrule.cli.train import train
 from tests.support.presets import QUIET_CONSOLE
 from tests.support.processes import ONE_THREAD, run_cli
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 QUIET = ["logger=csv", *QUIET_CONSOLE, "model.width=32"]
 
 

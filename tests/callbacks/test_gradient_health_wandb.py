@@ -8,6 +8,8 @@ from tests.support.presets import NO_PROGRESS_BARS
 from tests.support.processes import ONE_THREAD, run_cli
 from tests.support.wandb_runs import history, offline_runs
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.mark.slow
 def test_gradient_scalars_and_alert_in_the_wandb_run(tmp_path: Path) -> None:

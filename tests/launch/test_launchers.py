@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ddp.ddp_helpers import assert_same_parameters, files_in
+from tests.launch.conftest import assert_same_parameters, files_in
 from tests.support.presets import DDP_RUN
 from tests.support.processes import finish, free_port, start
 
