@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from tests.support.paths import CONF, REPO
+from tests.support.configs import compose_config
+from tests.support.paths import REPO
 
 
 @pytest.fixture
@@ -16,8 +16,7 @@ def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose `train.yaml` with overrides, as chainrule-train would, writing into tmp_path."""
 
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
-        with initialize_config_dir(str(CONF), version_base="1.3"):
-            cfg = compose(config_name, overrides=list(overrides))
+        cfg = compose_config(*overrides, config_name=config_name)
         with open_dict(cfg):
             # ${hydra:...} resolvers only exist inside a Hydra app; pin the paths they would give.
             cfg.paths.root_dir = str(REPO)

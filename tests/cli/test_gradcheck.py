@@ -12,7 +12,8 @@ from chainrule.cli.gradcheck import gradcheck
 from chainrule.config import builders
 from chainrule.training.gradcheck import GradientCheckError
 from tests.support.buggy_models import BuggyMLP
-from tests.support.paths import REPO, conf_options
+from tests.support.configs import conf_options
+from tests.support.paths import REPO
 from tests.support.processes import ONE_THREAD, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from chainrule.cli.train import train
+from tests.support.configs import conf_options
 from tests.support.metrics import read_metric
-from tests.support.paths import conf_options
 from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from chainrule.config import builders
+from tests.support.configs import conf_options
 from tests.support.fake_vision_data import populate
-from tests.support.paths import conf_options
 
 # Overrides an option needs to form a meaningful run (e.g. a regression loss needs regression data).
 COMPANIONS: dict[tuple[str, str], list[str]] = {

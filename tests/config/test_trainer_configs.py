@@ -3,17 +3,15 @@
 from datetime import timedelta
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.plugins import TorchSyncBatchNorm
 from lightning.pytorch.strategies import DDPStrategy
 
-from chainrule.config.groups import config_dir
+from tests.support.configs import compose_config
 
 
 def build(*overrides: str):
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
+    cfg = compose_config("paths.output_dir=/tmp/unused", *overrides)
     return instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
 
 

@@ -5,14 +5,13 @@ for before anything starts."""
 import io
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from chainrule.config.groups import config_dir
 from chainrule.core.errors import ConfigError
 from chainrule.launch.console import RankPrefixedStream
 from chainrule.launch.detect import Launch, detect_launch
 from chainrule.launch.devices import devices_per_node, world_size
 from chainrule.launch.run_id import check_run_identity, pinned_run_id, rank_overrides, run_id
+from tests.support.configs import compose_config
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -66,9 +65,8 @@ def test_separately_started_ranks_need_a_common_run_directory(monkeypatch: pytes
 def test_ranks_other_than_0_write_no_hydra_config_and_no_log_file() -> None:
     assert rank_overrides(Launch("torchrun", 0, 2)) == []
     assert rank_overrides(Launch("none")) == []
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        rank_0 = compose("train", return_hydra_config=True)
-        rank_1 = compose("train", overrides=rank_overrides(Launch("slurm", 1, 2)), return_hydra_config=True)
+    rank_0 = compose_config(return_hydra_config=True)
+    rank_1 = compose_config(*rank_overrides(Launch("slurm", 1, 2)), return_hydra_config=True)
     assert rank_0.hydra.output_subdir == ".hydra" and "file" in rank_0.hydra.job_logging.handlers
     assert rank_1.hydra.output_subdir is None and "file" not in rank_1.hydra.job_logging.handlers
     assert rank_1.hydra.job_logging.root.handlers == ["console"]

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hydra import compose, initialize_config_dir
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from chainrule.config.groups import config_dir
 from chainrule.sweeps import report
+from tests.support.configs import compose_config
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +51,7 @@ def test_report_sorts_trials_and_gives_a_runnable_best_command(sweeps, six_trial
     assert "run it again with" in out and "chainrule-train" in out
     program, *overrides = shlex.split(command)
     assert program == "chainrule-train"
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_config(*overrides)
     assert cfg.optim.lr == study.best_params["optim.lr"]
     assert cfg.optim.weight_decay == study.best_params["optim.weight_decay"]
     assert cfg.trainer.max_epochs == sweeps.max_epochs  # the sweep's fixed overrides come along

@@ -6,7 +6,6 @@ import tomllib
 import optuna
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
@@ -18,6 +17,7 @@ from chainrule.core.errors import ConfigError
 from chainrule.sweeps import search_space
 from chainrule.sweeps.pruning import OptunaPruning
 from hydra_plugins.chainrule_optuna_sweeper.config import PRUNERS, SAMPLERS
+from tests.support.configs import compose_config
 from tests.support.paths import REPO
 
 PRESETS = sorted(p.stem for p in (config_dir() / "hparams_search").glob("*.yaml"))
@@ -31,8 +31,7 @@ def no_hydra_config_left_behind():
 
 
 def compose_train(*overrides: str, hydra_config: bool = True):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
+    return compose_config(*overrides, return_hydra_config=hydra_config)
 
 
 def logged_metrics(cfg) -> set[str]:
