@@ -17,10 +17,16 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 CPP_LOG = re.compile(r"\[[WIEF]\d{4} ")
 
 
-def assert_log_file_of_rank_0_only(run_dir: Path) -> None:
-    """Both ranks ran Hydra in the same run directory; only rank 0's log records are in its log file."""
+def assert_one_run_like_single_process(runs: Path, name: str, single_process_run: Path) -> None:
+    """`runs` holds one run directory, `name`, with the files and parameters of the single-process run.
+    Both ranks ran Hydra in that directory; only rank 0's log records are in its log file."""
+    (run_dir,) = runs.iterdir()
+    assert run_dir.name == name
+    assert files_in(run_dir) == files_in(single_process_run)
     log = (run_dir / "train.log").read_text()
     assert "GLOBAL_RANK: 0" in log and "GLOBAL_RANK: 1" not in log
+    assert_same_parameters(run_dir / "checkpoints" / "last.ckpt",
+                           single_process_run / "checkpoints" / "last.ckpt")
 
 
 def test_two_nodes_under_torchrun_equal_single_process(tmp_path: Path, single_process_run: Path) -> None:
@@ -36,12 +42,8 @@ def test_two_nodes_under_torchrun_equal_single_process(tmp_path: Path, single_pr
     assert [agent.returncode for agent in agents] == [0, 0], "\n".join(o[-3000:] for o in outputs)
 
     # Both nodes resolved the same run directory from the rendezvous id, and only rank 0 wrote to it.
-    (run_dir,) = (tmp_path / "logs" / "torchrun" / "runs").iterdir()
-    assert run_dir.name == "torchrun-twonodes"
-    assert files_in(run_dir) == files_in(single_process_run)
-    assert_log_file_of_rank_0_only(run_dir)
-    assert_same_parameters(run_dir / "checkpoints" / "last.ckpt",
-                           single_process_run / "checkpoints" / "last.ckpt")
+    assert_one_run_like_single_process(tmp_path / "logs" / "torchrun" / "runs", "torchrun-twonodes",
+                                       single_process_run)
     output = "".join(outputs)
     assert "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in output
     assert "[rank 1] Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in output
@@ -61,12 +63,8 @@ def test_ranks_started_like_srun_equal_single_process(tmp_path: Path, single_pro
     outputs = finish(ranks)
     assert [rank.returncode for rank in ranks] == [0, 0], "\n".join(o[-3000:] for o in outputs)
 
-    (run_dir,) = (tmp_path / "logs" / "srun" / "runs").iterdir()
-    assert run_dir.name == f"slurm-{job_id}"
-    assert files_in(run_dir) == files_in(single_process_run)
-    assert_log_file_of_rank_0_only(run_dir)
-    assert_same_parameters(run_dir / "checkpoints" / "last.ckpt",
-                           single_process_run / "checkpoints" / "last.ckpt")
+    assert_one_run_like_single_process(tmp_path / "logs" / "srun" / "runs", f"slurm-{job_id}",
+                                       single_process_run)
     # Every line rank 1 printed from Python carries its rank; C++ log lines ("[W1127 12:00:00...") do not.
     rank_1_lines = [line for line in outputs[1].splitlines() if line.strip() and not CPP_LOG.match(line)]
     assert rank_1_lines and all(line.startswith("[rank 1] ") for line in rank_1_lines)

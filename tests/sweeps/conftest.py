@@ -63,6 +63,13 @@ class Sweeps:
     def study(self, sweep_dir: Path, study_name: str = "digits_mlp") -> optuna.Study:
         return optuna.load_study(study_name=study_name, storage=self.storage(sweep_dir))
 
+    def new_study(self, sweep_dir: Path, study_name: str = "digits_mlp") -> optuna.Study:
+        """The study a sweep into (new) `sweep_dir` will continue, created first so that a test can enqueue
+        trials in it."""
+        sweep_dir.mkdir()
+        return optuna.create_study(study_name=study_name, storage=self.storage(sweep_dir),
+                                   direction="maximize")
+
     def completed(self, sweep_dir: Path) -> int:
         """Completed trials so far (0 while the sweep has not created its study yet)."""
         try:
