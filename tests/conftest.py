@@ -1,25 +1,14 @@
-"""Fixtures shared by all tests: composing the real config tree and running the real CLI."""
+"""Fixtures used by tests in several folders. Shared helpers that are not fixtures live in tests/support/."""
 
-import os
-import subprocess
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+import torch
 from omegaconf import DictConfig, open_dict
 
-from chainrule.config.groups import config_dir
-
-REPO = Path(__file__).resolve().parents[1]
-CONF = config_dir()
-BIN = Path(sys.executable).parent
-
-
-def conf_options(group: str) -> list[str]:
-    """Every option of a config group: parametrizing over this tests new files automatically."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+from tests.support.configs import compose_config
+from tests.support.paths import REPO
 
 
 @pytest.fixture
@@ -27,8 +16,7 @@ def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose `train.yaml` with overrides, as chainrule-train would, writing into tmp_path."""
 
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
-        with initialize_config_dir(str(CONF), version_base="1.3"):
-            cfg = compose(config_name, overrides=list(overrides))
+        cfg = compose_config(*overrides, config_name=config_name)
         with open_dict(cfg):
             # ${hydra:...} resolvers only exist inside a Hydra app; pin the paths they would give.
             cfg.paths.root_dir = str(REPO)
@@ -38,10 +26,11 @@ def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
     return _compose
 
 
-def run_cli(command: str, *args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run a chainrule console script in a subprocess; returns the completed process (never raises)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([str(BIN / command), *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread in the test process, as ONE_THREAD (tests.support.processes) gives a subprocess;
+    modules that train in the test process ask for it with pytest.mark.usefixtures("one_torch_thread")."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

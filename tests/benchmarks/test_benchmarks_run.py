@@ -1,12 +1,11 @@
 """Every benchmark script runs to its table at tiny size (the figures themselves come from full runs)."""
 
-import os
-import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.paths import REPO
+from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +25,8 @@ def test_every_benchmark_is_exercised() -> None:
 
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_benchmark_prints_its_table(script: str, tmp_path) -> None:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", *TINY[script]], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=900)
+    result = run_cli(sys.executable, "-m", f"benchmarks.{script}", *TINY[script], cwd=REPO,
+                     env={"WANDB_DIR": str(tmp_path)}, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     # Each prints a table last: a header and at least one row of figures.
     last_lines = [line for line in result.stdout.strip().splitlines() if line.strip()][-3:]

@@ -6,14 +6,14 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
-from tests.conftest import REPO, run_cli
+from tests.support.paths import BIN, REPO
+from tests.support.processes import run_cli
 
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -49,7 +49,7 @@ def dockerignore_excludes(path: str) -> bool:
 
 
 def test_hadolint_reports_no_errors() -> None:
-    hadolint = Path(sys.executable).parent / "hadolint"
+    hadolint = BIN / "hadolint"
     result = subprocess.run([str(hadolint), "--format", "json", str(DOCKERFILE)], capture_output=True,
                             text=True)
     findings = json.loads(result.stdout)

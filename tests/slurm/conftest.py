@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+from tests.support.processes import cli_env
+
 LOCAL = REPO / "slurm" / "local"
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                 "DEADLINE", "PREEMPTED"}
@@ -106,9 +107,8 @@ def slurm_cluster() -> Iterator[LocalCluster]:
     if os.geteuid() != 0:
         pytest.skip("the local SLURM cluster runs its daemons as root (slurm/local/start.sh)")
     state_dir = os.environ.get("CHAINRULE_SLURM_DIR", "/tmp/chainrule-slurm")
-    env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin", "PYTHONUNBUFFERED": "1",
-           "WANDB_MODE": "offline", "SLURM_CONF": f"{state_dir}/etc/slurm.conf"}
-    env.pop("HYDRA_FULL_ERROR", None)
+    env = cli_env(PATH=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin",
+                  SLURM_CONF=f"{state_dir}/etc/slurm.conf")
     was_running = cluster_responds(env)
     started = subprocess.run([str(LOCAL / "start.sh"), state_dir], env=env, capture_output=True, text=True,
                              timeout=600)
@@ -118,7 +118,3 @@ def slurm_cluster() -> Iterator[LocalCluster]:
     yield LocalCluster(env)
     if not was_running:
         subprocess.run([str(LOCAL / "stop.sh"), state_dir], env=env, capture_output=True, timeout=300)
-
-
-def checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.slurm.conftest import Job, LocalCluster, checkpoint, python_module
+from tests.slurm.conftest import Job, LocalCluster, python_module
+from tests.support.checkpoints import read_checkpoint
+from tests.support.wandb_runs import offline_runs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -128,15 +130,15 @@ def checkpoint_steps(names: list[str]) -> list[int]:
 
 
 def final_step(job: Job) -> int:
-    return checkpoint(job.run_dir / "checkpoints" / "last.ckpt")["global_step"]
+    return read_checkpoint(job.run_dir / "checkpoints" / "last.ckpt")["global_step"]
 
 
 def test_two_node_ddp_job_equals_one_process(jobs: Jobs, slurm_cluster: LocalCluster) -> None:
     assert slurm_cluster.wait(jobs.ddp) == ["COMPLETED"], jobs.ddp.log[-3000:]
     assert slurm_cluster.wait(jobs.single) == ["COMPLETED"], jobs.single.log[-3000:]
     assert "nodes n[1-2]" in jobs.ddp.log  # one rank on each node
-    ddp = checkpoint(jobs.ddp.run_dir / "checkpoints" / "last.ckpt")
-    single = checkpoint(jobs.single.run_dir / "checkpoints" / "last.ckpt")
+    ddp = read_checkpoint(jobs.ddp.run_dir / "checkpoints" / "last.ckpt")
+    single = read_checkpoint(jobs.single.run_dir / "checkpoints" / "last.ckpt")
     assert ddp["global_step"] == single["global_step"] == 60
     assert ddp["state_dict"].keys() == single["state_dict"].keys()
     for name, value in single["state_dict"].items():
@@ -156,7 +158,7 @@ def test_usr1_checkpoints_requeues_and_resumes_in_the_same_run(receiver: str, jo
     # stopped it, so a newer end-of-epoch checkpoint may hold even more progress: the restart takes the
     # newest.
     assert "Handling auto-requeue signal: 10" in job.log
-    hpc_step = checkpoint(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"]
+    hpc_step = read_checkpoint(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"]
     resumed = re.search(r"chainrule: resuming from (\S+)", job.log)
     assert resumed, job.log[-3000:]
     assert f"Restored all states from the checkpoint at {resumed.group(1)}" in job.log
@@ -173,7 +175,7 @@ def test_usr1_checkpoints_requeues_and_resumes_in_the_same_run(receiver: str, jo
     if receiver == "batch":
         return  # this job logs no W&B run
     run_id = (job.run_dir / "wandb_run_id").read_text()
-    wandb_runs = sorted((job.run_dir / "wandb").glob("offline-run-*"))
+    wandb_runs = offline_runs(job.run_dir)
     assert len(wandb_runs) == 2 and all(p.name.endswith(f"-{run_id}") for p in wandb_runs), wandb_runs
 
 

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hydra import compose, initialize_config_dir
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from chainrule.config.groups import config_dir
 from chainrule.sweeps import report
+from tests.support.configs import compose_config
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +51,7 @@ def test_report_sorts_trials_and_gives_a_runnable_best_command(sweeps, six_trial
     assert "run it again with" in out and "chainrule-train" in out
     program, *overrides = shlex.split(command)
     assert program == "chainrule-train"
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_config(*overrides)
     assert cfg.optim.lr == study.best_params["optim.lr"]
     assert cfg.optim.weight_decay == study.best_params["optim.weight_decay"]
     assert cfg.trainer.max_epochs == sweeps.max_epochs  # the sweep's fixed overrides come along
@@ -109,9 +107,7 @@ def test_two_workers_share_one_study_without_duplicates(sweeps, tmp_path):
 
 def test_pruner_stops_hopeless_trials_early(sweeps, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    sweep_dir.mkdir()
-    study = optuna.create_study(study_name="digits_mlp", storage=sweeps.storage(sweep_dir),
-                                direction="maximize")
+    study = sweeps.new_study(sweep_dir)
     # A good setting first, then settings no model learns from in 3 epochs.
     study.enqueue_trial({"optim.lr": 1e-2, "optim.weight_decay": 1e-4})
     study.enqueue_trial({"optim.lr": 1e-5, "optim.weight_decay": 1e-1})
@@ -131,9 +127,7 @@ def test_pruner_stops_hopeless_trials_early(sweeps, tmp_path):
 
 def test_raising_trial_is_failed_and_the_sweep_completes(sweeps, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    sweep_dir.mkdir()
-    study = optuna.create_study(study_name="digits_mlp", storage=sweeps.storage(sweep_dir),
-                                direction="maximize")
+    study = sweeps.new_study(sweep_dir)
     for dropout in (1.5, 0.1, 0.0):  # 1.5: torch raises, a dropout must be a probability
         study.enqueue_trial({"model.dropout": dropout})
     sweeps.run(sweep_dir, "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=0.5",
@@ -147,9 +141,7 @@ def test_raising_trial_is_failed_and_the_sweep_completes(sweeps, tmp_path):
 
 def test_sweep_stops_when_failures_exceed_the_rate(sweeps, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    sweep_dir.mkdir()
-    study = optuna.create_study(study_name="digits_mlp", storage=sweeps.storage(sweep_dir),
-                                direction="maximize")
+    study = sweeps.new_study(sweep_dir)
     study.enqueue_trial({"model.dropout": 1.5})
     result = sweeps.run(sweep_dir, "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=0",
                         "++hydra.sweeper.params.model.dropout={type:float,low:0.0,high:1.5}", check=False)

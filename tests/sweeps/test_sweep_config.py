@@ -2,12 +2,10 @@
 
 import importlib
 import tomllib
-from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
@@ -18,8 +16,9 @@ from chainrule.config.groups import check_group_choices, config_dir
 from chainrule.core.errors import ConfigError
 from chainrule.sweeps import search_space
 from chainrule.sweeps.pruning import OptunaPruning
+from tests.support.configs import compose_config
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted(p.stem for p in (config_dir() / "hparams_search").glob("*.yaml"))
 SWEEPER = config_dir() / "hydra" / "sweeper"
 SAMPLERS = sorted(p.stem for p in (SWEEPER / "sampler").glob("*.yaml"))
@@ -34,8 +33,7 @@ def no_hydra_config_left_behind():
 
 
 def compose_train(*overrides: str, hydra_config: bool = True):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
+    return compose_config(*overrides, return_hydra_config=hydra_config)
 
 
 def logged_metrics(cfg) -> set[str]:
@@ -93,7 +91,7 @@ def test_unknown_preset_lists_the_presets():
 
 
 def test_wandb_sweep_example_passes_hydra_overrides_to_chainrule_train():
-    example = yaml.safe_load((ROOT / "docs" / "wandb_sweep.yaml").read_text())
+    example = yaml.safe_load((REPO / "docs" / "wandb_sweep.yaml").read_text())
     command = [example["program"] if part == "${program}" else part for part in example["command"]]
     assert command[0] == "chainrule-train" and command[-1] == "${args_no_hyphens}"
     # One sample of each parameter, as the agent writes them: key=value.
@@ -106,7 +104,7 @@ def test_wandb_sweep_example_passes_hydra_overrides_to_chainrule_train():
 
 
 def test_console_scripts_resolve():
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert "chainrule-sweep-report" in scripts
     for target in scripts.values():
         module, function = target.split(":")

@@ -1,0 +1,169 @@
+"""Bad input ends in one clear message naming the problem, a non-zero exit, and no traceback.
+
+The table runs `chainrule-train`'s own entry point (`hydra_app.run(train.main)`, what the console
+script calls) in this process, one command line per case; a few cases also run as real subprocesses,
+where HYDRA_FULL_ERROR=1 must bring the traceback back.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from chainrule.cli.train import main
+from chainrule.config.entrypoint import run
+from tests.support.checkpoints import malicious_checkpoint
+from tests.support.processes import run_cli
+
+NO_GPU = not torch.cuda.is_available()
+GPUS = torch.cuda.device_count()
+
+# (id, command line, text the one message must contain). {tmp} is the test's temporary directory.
+CASES = [
+    (
+        "unknown-group-option",
+        ["model=transformer"],
+        "unknown model 'transformer'; choose one of: autoencoder, cnn, gpt",
+    ),
+    ("unknown-optimizer", ["optim=adamx"], "unknown optim 'adamx'; choose one of: adagrad, adam, adamw"),
+    ("unknown-debug-preset", ["debug=turbo"], "unknown debug 'turbo'; choose one of"),
+    ("unknown-key", ["trainer.max_epochz=3"], "To append to your config use +trainer.max_epochz=3"),
+    (
+        "unknown-key-appended",
+        ["+trainer.max_epochz=3"],
+        "trainer.max_epochz: lightning.pytorch.trainer.Trainer has no argument 'max_epochz'; "
+        "did you mean trainer.max_epochs?",
+    ),
+    (
+        "unknown-model-argument",
+        ["+model.widht=8"],
+        "model.widht: chainrule.models.mlp.MLP has no argument 'widht'",
+    ),
+    ("wrong-type-batch", ["data.batch_size=abc"], "data.batch_size='abc' is not valid"),
+    ("wrong-type-epochs", ["trainer.max_epochs=ten"], "trainer.max_epochs='ten' is not valid"),
+    ("wrong-type-seed", ["seed=abc"], "seed must be an integer, got 'abc'"),
+    ("bad-precision", ["trainer.precision=bogus"], "trainer.precision='bogus' is not valid"),
+    ("negative-lr", ["optim.lr=-0.01"], "optim (torch.optim.AdamW): Invalid learning rate: -0.01"),
+    ("negative-lr-sgd", ["optim=sgd", "optim.lr=-1"], "optim (torch.optim.SGD): Invalid learning rate: -1"),
+    ("zero-batch", ["data.batch_size=0"], "data.batch_size must be a positive integer, got 0"),
+    (
+        "batch-not-divisible",
+        ["data.batch_size=63", "trainer.accelerator=cpu", "trainer.devices=2"],
+        "data.batch_size=63 (global) is not divisible by world size 2",
+    ),
+    ("bad-val-fraction", ["data.val_fraction=1.5"], "data.val_fraction must be in [0, 1), got 1.5"),
+    ("missing-data-dir", ["data=mnist", "paths.data_dir={tmp}/nowhere"], "mnist not found: expected"),
+    ("missing-checkpoint", ["ckpt_path={tmp}/missing.ckpt"], "checkpoint not found"),
+    (
+        "corrupt-checkpoint",
+        ["ckpt_path={tmp}/corrupt.ckpt"],
+        "the checkpoint is damaged (truncated or corrupt)",
+    ),
+    (
+        "malicious-checkpoint",
+        ["ckpt_path={tmp}/evil.ckpt", "trainer.max_epochs=1"],
+        "refusing to load checkpoint",
+    ),
+    ("missing-run-dir", ["resume={tmp}/no-such-run"], "no such run directory"),
+    ("not-a-run-dir", ["resume={tmp}"], "is not a chainrule run directory"),
+    (
+        "devices-beyond-cores",
+        ["trainer.accelerator=cpu", f"trainer.devices={(os.cpu_count() or 1) + 1}"],
+        f"but this machine has {os.cpu_count()} CPU cores",
+    ),
+    (
+        "gpu-without-gpu" if NO_GPU else "gpus-beyond-count",
+        ["trainer.accelerator=gpu"] if NO_GPU else ["trainer.accelerator=gpu", f"trainer.devices={GPUS + 1}"],
+        "but this machine has no CUDA GPU" if NO_GPU else f"but this machine has {GPUS} GPU(s)",
+    ),
+    (
+        "fp16-on-cpu",
+        ["trainer.accelerator=cpu", "trainer.precision=16-mixed"],
+        "trainer.precision=16-mixed needs a CUDA GPU, but the trainer runs on the CPU",
+    ),
+    (
+        "unknown-model-name",
+        ["model=torchvision", "model.name=resnet999"],
+        "unknown torchvision model 'resnet999'",
+    ),
+    ("missing-target", ["~model._target_"], "model has no _target_"),
+    (
+        "unimportable-target",
+        ["model._target_=chainrule.models.nope.Net"],
+        "model._target_: cannot import 'chainrule.models.nope.Net'",
+    ),
+    ("bad-nonfinite-policy", ["callbacks.nonfinite.policy=explode"], "unknown non-finite policy"),
+    (
+        "lightning-misconfiguration",
+        ["trainer.gradient_clip_algorithm=sideways"],
+        "`gradient_clip_algorithm` sideways is invalid",
+    ),
+    ("resume-with-multirun", ["-m", "resume={tmp}"], "cannot be combined with --multirun"),
+]
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    """The files the cases point at: a truncated checkpoint and one with a code-running payload."""
+    (tmp_path / "corrupt.ckpt").write_bytes(b"PK\x03\x04 not really a zip archive")
+    malicious_checkpoint(tmp_path)
+    return tmp_path
+
+
+def run_train(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """What `chainrule-train argv...` exits with and prints."""
+    saved = sys.argv[:]
+    sys.argv = ["chainrule-train", *argv]
+    try:
+        run(main, sys.argv[1:])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = saved
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_the_table_is_big_enough() -> None:
+    assert len(CASES) >= 20
+    assert len({name for name, _, _ in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(("argv", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_clear_message(
+    argv: list[str],
+    message: str,
+    inputs: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.chdir(inputs)
+    args = [f"hydra.run.dir={inputs / 'run'}", "logger=none", *(a.format(tmp=inputs) for a in argv)]
+    code, text = run_train(args, capsys)
+    assert code != 0, text[-2000:]
+    assert message in text, text[-2000:]
+    assert "Traceback" not in text
+    assert text.count(message) == 1
+    assert not (inputs / "payload-ran").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [(["model=transformer"], 2), (["optim.lr=-0.01"], 1)],
+    ids=["before-hydra", "inside-the-app"],
+)
+def test_cli_exit_code_and_full_error_switch(tmp_path: Path, argv: list[str], code: int) -> None:
+    args = [*argv, f"hydra.run.dir={tmp_path / 'run'}"]
+    plain = run_cli("chainrule-train", *args, cwd=tmp_path)
+    assert plain.returncode == code
+    assert "Traceback" not in plain.stderr and (
+        "unknown model" in plain.stderr or "Invalid learning rate" in plain.stderr
+    )
+    full = run_cli("chainrule-train", *args, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert full.returncode != 0
+    assert "Traceback (most recent call last)" in full.stderr

@@ -1,0 +1,39 @@
+"""The DDP trainer configs build the Trainer they describe: every key reaches its constructor argument."""
+
+from datetime import timedelta
+
+import pytest
+from hydra.utils import instantiate
+from lightning.pytorch.plugins import TorchSyncBatchNorm
+from lightning.pytorch.strategies import DDPStrategy
+
+from tests.support.configs import compose_config
+
+
+def build(*overrides: str):
+    cfg = compose_config("paths.output_dir=/tmp/unused", *overrides)
+    return instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+
+
+@pytest.mark.parametrize("overrides, backend", [
+    (["trainer=ddp_cpu"], "gloo"),
+    # The GPU config with only the accelerator swapped (building a Trainer starts no process group).
+    (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"], "nccl"),
+])
+def test_ddp_knobs_reach_distributed_data_parallel(overrides: list[str], backend: str) -> None:
+    trainer = build(*overrides, "trainer.strategy.find_unused_parameters=true",
+                    "trainer.strategy.static_graph=true", "trainer.strategy.bucket_cap_mb=5",
+                    "trainer.strategy.timeout.minutes=2", "trainer.sync_batchnorm=true")
+    strategy = trainer.strategy
+    assert isinstance(strategy, DDPStrategy)
+    assert strategy._process_group_backend == backend
+    assert strategy._timeout == timedelta(minutes=2)
+    assert strategy._ddp_kwargs == {"find_unused_parameters": True, "gradient_as_bucket_view": True,
+                                    "static_graph": True, "bucket_cap_mb": 5}
+    assert isinstance(strategy._layer_sync, TorchSyncBatchNorm)
+    assert trainer.num_devices == 2 and trainer.num_nodes == 1
+
+
+def test_data_modules_not_lightning_shard_the_data() -> None:
+    """Lightning's DistributedSampler would replace chainrule's global-batch order (and pad)."""
+    assert build("trainer=ddp_cpu")._accelerator_connector.use_distributed_sampler is False

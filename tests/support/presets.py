@@ -1,0 +1,37 @@
+"""Named runs: chainrule-train overrides that tests in several folders share, each named for what it is.
+A folder's own presets (a sweep trial, a quick W&B run, ...) stay in that folder."""
+
+# No progress bar redrawn over the console output that a test reads.
+NO_PROGRESS_BARS = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
+# ... and no model summary table either.
+QUIET_CONSOLE = [*NO_PROGRESS_BARS, "trainer.enable_model_summary=false"]
+
+# The run that a DDP run must reproduce exactly as one process: 223 samples -> 133 train (4 global
+# batches of 32 per epoch), 45 validation and 45 test samples (odd: split over 2 ranks, padding would
+# duplicate a sample). 8 optimizer steps = 2 epochs, so the per-epoch reshuffle is covered. Plain SGD
+# (momentum) and no dropout: dropout masks depend on each process's random stream, so a run with dropout
+# cannot equal a single process exactly.
+DDP_RUN_STEPS = 8
+DDP_RUN = (
+    "data=synthetic", "data.num_samples=223", "data.batch_size=32", "model.dropout=0", "optim=sgd",
+    f"trainer.max_steps={DDP_RUN_STEPS}", "trainer.log_every_n_steps=1", *NO_PROGRESS_BARS, "logger=csv",
+)
+
+# The run that an interrupted and resumed run must reproduce bit for bit: 4 epochs x 10 batches of a
+# dropout MLP with AdamW and a warm-up/cosine schedule, on the CPU with deterministic algorithms: RNG
+# streams, optimizer moments, the LR schedule and the data order all matter, so any slip in resuming
+# changes bits of the result. A checkpoint every 4 steps.
+DETERMINISTIC_RUN_STEPS_PER_EPOCH = 10
+DETERMINISTIC_RUN_STEPS = 40
+DETERMINISTIC_RUN = [
+    "data=synthetic",
+    "data.num_samples=534",  # 320 training samples: 10 full global batches of 32 per epoch
+    "model.width=32",
+    "trainer=cpu",
+    "trainer.deterministic=true",
+    "trainer.max_epochs=4",
+    "callbacks.step_checkpoint.every_n_train_steps=4",
+    *QUIET_CONSOLE,
+    "test=false",
+    "logger=csv",
+]
