@@ -4,19 +4,19 @@ imports only the layers below it; and each rule of the project has exactly one d
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import BIN, REPO
+
 SRC = REPO / "src" / "chainrule"
-LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+LINT_IMPORTS = BIN / "lint-imports"
 
 
 def lint_imports(package_parent: Path) -> subprocess.CompletedProcess:
     """import-linter over the `chainrule` package found in `package_parent`, with the project's contract."""
-    env = {"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(package_parent)}
+    env = {"PATH": str(BIN), "PYTHONPATH": str(package_parent)}
     return subprocess.run([str(LINT_IMPORTS), "--config", str(REPO / "pyproject.toml"), "--no-cache"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 

@@ -1,13 +1,13 @@
 """README.md's table of config groups lists exactly the groups and options under conf/."""
 
 import re
-from pathlib import Path
 
 import pytest
 
 from chainrule.config.groups import config_dir, config_groups
+from tests.support.paths import REPO
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = REPO / "README.md"
 
 
 def readme_table() -> dict[str, set[str]]:

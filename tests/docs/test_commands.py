@@ -14,13 +14,14 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import BIN, REPO
+from tests.support.processes import ONE_THREAD, inherited
+
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 NEEDS = re.compile(r"#\s*needs:\s*([\w ,-]+)\s*$")
 SHELL_FENCES = ("```bash", "```sh", "```shell")
@@ -74,11 +75,10 @@ def fresh_clone(destination: Path) -> Path:
 
 def shell_environment() -> dict[str, str]:
     """A user's shell after `source .venv/bin/activate`, with the one documented shortcut."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("CHAINRULE_", "WANDB_", "HYDRA_", "PYTEST_"))}
-    venv = Path(sys.executable).parent.parent
+    env = {key: value for key, value in os.environ.items() if inherited(key) and not key.startswith("PYTEST_")}
+    venv = BIN.parent
     env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv),
-               CHAINRULE_QUICK="1", VENV=str(venv), PYTHONUNBUFFERED="1")
+               CHAINRULE_QUICK="1", VENV=str(venv), PYTHONUNBUFFERED="1", **ONE_THREAD)
     return env
 
 
