@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    run(main)
+    run(main, "eval", required=("ckpt_path",))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     from chainrule.cli.reporting import print_config_tree, print_results, route_lightning_logs_through_root
     from chainrule.config import builders
+    from chainrule.config.validation import check_one_step, check_targets
     from chainrule.training import fitting
 
     route_lightning_logs_through_root()
@@ -29,7 +30,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = builders.build_datamodule(cfg)
+    check_targets(cfg, datamodule)
     task = builders.build_task(cfg, datamodule)
+    check_one_step(cfg, datamodule, task)
     trainer = builders.build_trainer(cfg, builders.build_callbacks(cfg), builders.build_loggers(cfg))
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(shown))
@@ -51,7 +54,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     print_results(
         "results",
         {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))},
-        {"run directory": cfg.paths.output_dir, "best checkpoint": best},
+        {"training stopped": (fitting.finished(cfg.paths.output_dir) or {}).get("stopped"),
+         "run directory": cfg.paths.output_dir, "best checkpoint": best},
     )
     return metrics
 
@@ -64,7 +68,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    run(main)
+    run(main, "train")
 
 
 if __name__ == "__main__":
