@@ -12,13 +12,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the train split (validating each epoch), then test the best checkpoint.
 
     Returns the final train/val/test metrics by name. A run directory that holds checkpoints is resumed
-    from its newest intact one; one whose training finished is only tested.
+    from its newest intact one; one whose training finished trains on only when asked for more.
     With `tune=<finder>` set, runs that finder instead of training and returns its suggestion.
     """
     # Imported here so that `--help`, `--cfg` and command-line errors answer without loading torch.
     import lightning as L
     import torch
 
+    from chainrule.checkpointing.discovery import finished
     from chainrule.cli.reporting import print_config_tree, print_results, route_lightning_logs_through_root
     from chainrule.config import builders
     from chainrule.config.validation import check_one_step, check_targets
@@ -54,7 +55,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     print_results(
         "results",
         {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))},
-        {"training stopped": (fitting.finished(cfg.paths.output_dir) or {}).get("stopped"),
+        {"training stopped": (finished(cfg.paths.output_dir) or {}).get("stopped"),
          "run directory": cfg.paths.output_dir, "best checkpoint": best},
     )
     return metrics

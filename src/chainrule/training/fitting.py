@@ -2,15 +2,13 @@
 
 A run directory is resumed in place: the same config (the run's own overrides, saved by Hydra in
 `.hydra/overrides.yaml`), the same directory (so loggers continue the same files and run ids), and the
-newest intact checkpoint in it. A run whose training finished is not trained again.
+newest intact checkpoint in it. A run whose training finished trains on only when asked for more
+epochs or steps.
 """
 
-import json
 import logging
-import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping
@@ -21,16 +19,16 @@ from omegaconf import DictConfig
 
 from chainrule.checkpointing.discovery import (
     checkpoint_candidates,
+    checkpoint_to_use,
+    finished,
+    mark_finished,
     newest_intact_checkpoint,
     remove_stale_temporaries,
 )
-from chainrule.checkpointing.io import is_intact
 from chainrule.core import console
-from chainrule.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-FINISHED = "finished.json"
 
 
 def fit(
@@ -46,7 +44,7 @@ def fit(
             # Lightning, looking only for stateful dataloaders, would warn that it cannot.
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
         trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg))
-    if trainer.state.status == TrainerStatus.FINISHED:
+    if trainer.state.status == TrainerStatus.FINISHED and trainer.is_global_zero:
         mark_finished(run_dir, best_checkpoint(trainer, run_dir), trainer.global_step, stop_reason(trainer))
 
 
@@ -88,40 +86,10 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     elif cfg.get("resume"):
         console.warn(f"resume={cfg.resume}: the run saved no checkpoint yet; training starts from step 0")
     if cfg.get("ckpt_path"):
-        path = Path(cfg.ckpt_path)
-        if not path.is_file():
-            raise CheckpointError(
-                f"ckpt_path={cfg.ckpt_path}: checkpoint not found; pass the path of a "
-                f".ckpt file, e.g. <run dir>/checkpoints/last.ckpt"
-            )
-        if not is_intact(path):
-            raise CheckpointError(
-                f"ckpt_path={cfg.ckpt_path}: the checkpoint is damaged (truncated or "
-                f"corrupt); pick another one from its run's checkpoints/ folder"
-            )
-        return str(path)
+        return str(checkpoint_to_use(cfg.ckpt_path, cfg.paths.log_dir))
     return None
 
 
 @rank_zero_only
 def _remove_temporaries(run_dir: Path) -> None:
     remove_stale_temporaries(run_dir)
-
-
-def finished(run_dir: str | Path) -> dict[str, Any] | None:
-    """What a run that finished training recorded (its best checkpoint, relative to the run directory),
-    or None if it did not finish."""
-    path = Path(run_dir) / FINISHED
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-@rank_zero_only
-def mark_finished(run_dir: str | Path, best_checkpoint: str | None, global_step: int, reason: str) -> None:
-    """Record that training completed. Paths are relative to the run directory: a moved or copied run
-    directory points at its own files."""
-    run_dir = Path(run_dir)
-    best = os.path.relpath(best_checkpoint, run_dir) if best_checkpoint else None
-    path = run_dir / FINISHED
-    temporary = path.with_suffix(".partial")
-    temporary.write_text(json.dumps({"best_checkpoint": best, "global_step": global_step, "stopped": reason}) + "\n")
-    temporary.replace(path)
