@@ -150,7 +150,11 @@ class MetricPlots(L.Callback):
             log.info("no plots: they are drawn from the CSV logger's metrics; add it with logger=default")
             return
         csv_logger.save()  # Lightning flushes the CSV only every `flush_logs_every_n_steps`
-        written = write_plots(Path(csv_logger.log_dir) / "metrics.csv", self.dirpath)
+        metrics_csv = Path(csv_logger.log_dir) / "metrics.csv"
+        if not metrics_csv.is_file():  # nothing was logged: no training step ran (e.g. max_epochs=0)
+            log.info("no plots: no metrics were logged")
+            return
+        written = write_plots(metrics_csv, self.dirpath)
         missing = [name for name in PLOTS if name not in written]
         log.info("plots in %s: %s%s", self.dirpath, ", ".join(f"{n}.png" for n in written),
                  f" (no data for {', '.join(missing)})" if missing else "")

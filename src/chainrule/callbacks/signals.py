@@ -2,8 +2,9 @@
 
 Lightning's own SIGTERM handling exits without a checkpoint, and Python turns Ctrl-C into a
 KeyboardInterrupt wherever the process happens to be, possibly between a parameter update and the
-optimizer's state update. Here a signal only sets a flag; the current step finishes, all ranks agree to
-stop at the same step, a checkpoint is written, and the process exits with 128 + the signal number
+optimizer's state update. Here a signal only sets a flag; the current step (and a validation that
+follows it) finishes, all ranks agree to stop before the next one, a checkpoint is written, and the
+process exits with 128 + the signal number
 (the shell's convention for "ended by this signal"). SIGUSR1 is left to Lightning's SLURM requeue
 handler. A second Ctrl-C stops at once.
 """
@@ -53,14 +54,21 @@ class SignalCheckpoint(L.Callback):
             raise KeyboardInterrupt  # Ctrl-C twice: the user does not want to wait for the step to end
         self.received = signum
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
-    ) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object,
+                             batch_idx: int) -> None:
+        # Checked between batches, not at a batch's end: by now the previous step's metrics (and an
+        # epoch's validation) are logged, so the checkpoint holds the run's whole history up to it.
         stop = self.received is not None
         if trainer.world_size > 1:  # a signal may reach the ranks in different steps: stop together
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if not stop:
-            return
+        if stop:
+            self._save_and_exit(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.received is not None:  # during the last step: training is complete, but stop as asked
+            self._save_and_exit(trainer)
+
+    def _save_and_exit(self, trainer: L.Trainer) -> None:
         signum = self.received or signal.SIGTERM
         path = self.dirpath / f"{self.filename}.ckpt"
         trainer.save_checkpoint(path)

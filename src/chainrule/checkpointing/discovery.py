@@ -6,10 +6,14 @@ directory, so the folder names (conf/paths/, Lightning's `hpc_ckpt_<n>.ckpt` at 
 config alone.
 """
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 from chainrule.checkpointing.io import TEMP_SUFFIX, is_intact
 from chainrule.core import console
+from chainrule.core.errors import CheckpointError
 
 
 def checkpoint_candidates(run_dir: str | Path) -> list[Path]:
@@ -33,3 +37,57 @@ def remove_stale_temporaries(run_dir: str | Path) -> None:
     for temp in Path(run_dir).glob(f"**/.*.ckpt.*{TEMP_SUFFIX}"):
         temp.unlink(missing_ok=True)
 
+
+
+FINISHED = "finished.json"  # in a run directory: the record of a run whose training completed
+LATEST = "latest"
+
+
+def finished(run_dir: str | Path) -> dict[str, Any] | None:
+    """What a run that finished training recorded (its best checkpoint, relative to the run directory),
+    or None if it did not finish."""
+    path = Path(run_dir) / FINISHED
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def mark_finished(run_dir: str | Path, best_checkpoint: str | None, global_step: int, reason: str) -> None:
+    """Record that training completed. Paths are relative to the run directory: a moved or copied run
+    directory points at its own files."""
+    run_dir = Path(run_dir)
+    best = os.path.relpath(best_checkpoint, run_dir) if best_checkpoint else None
+    path = run_dir / FINISHED
+    temporary = path.with_suffix(".partial")
+    temporary.write_text(json.dumps({"best_checkpoint": best, "global_step": global_step, "stopped": reason}) + "\n")
+    temporary.replace(path)
+
+
+def checkpoint_to_use(value: str | Path, log_dir: str | Path) -> Path:
+    """The checkpoint that `ckpt_path=<value>` means, checked intact: a checkpoint file itself; for a run
+    directory, the best checkpoint its finished training recorded, else its newest intact one; for
+    `latest`, that of the newest run under `log_dir` that holds a checkpoint."""
+    key = f"ckpt_path={value}"
+    path = latest_run_with_checkpoints(log_dir) if str(value) == LATEST else Path(value).expanduser()
+    if path.is_dir():
+        record = finished(path)
+        best = path / record["best_checkpoint"] if record and record.get("best_checkpoint") else None
+        path = best if best is not None and is_intact(best) else newest_intact_checkpoint(path)
+        if path is None:
+            raise CheckpointError(f"{key}: the run directory holds no intact checkpoint; pass a checkpoint "
+                                  f"file, or a run that saved one")
+        return path
+    if not path.is_file():
+        raise CheckpointError(f"{key}: checkpoint not found; pass a .ckpt file, a run directory, or latest")
+    if not is_intact(path):
+        raise CheckpointError(f"{key}: the checkpoint is damaged (truncated or corrupt); pick another one "
+                              f"from its run's checkpoints/ folder, or pass the run directory")
+    return path
+
+
+def latest_run_with_checkpoints(log_dir: str | Path) -> Path:
+    """The newest run directory under `log_dir` (any experiment, runs and multirun jobs) with a checkpoint."""
+    runs = {p.parent.parent for p in Path(log_dir).glob("*/runs/*/checkpoints/*.ckpt")}
+    runs |= {p.parent.parent for p in Path(log_dir).glob("*/multiruns/*/*/checkpoints/*.ckpt")}
+    if not runs:
+        raise CheckpointError(f"ckpt_path=latest: no run under {log_dir} has saved a checkpoint yet; train "
+                              f"one first, or pass a checkpoint file or run directory")
+    return max(runs, key=lambda run: max(p.stat().st_mtime_ns for p in run.rglob("*.ckpt")))

@@ -8,23 +8,27 @@ from chainrule.config.groups import config_dir
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Rebuild data and task from the config stored in `cfg.ckpt_path`, load its weights, and test.
+    """Rebuild data and task from the config stored in the checkpoint `cfg.ckpt_path` names (a file, a
+    run directory, or `latest`: see chainrule.checkpointing.discovery.checkpoint_to_use), load its
+    weights, and test.
 
     The trainer and loggers come from the eval config, so a GPU-trained checkpoint can be tested on CPU.
     """
+    from chainrule.checkpointing.discovery import checkpoint_to_use
     from chainrule.checkpointing.io import load_run_config
     from chainrule.cli.reporting import print_results, route_lightning_logs_through_root
     from chainrule.config import builders
 
     route_lightning_logs_through_root()
 
-    run_cfg = OmegaConf.create(load_run_config(cfg.ckpt_path))
+    checkpoint = checkpoint_to_use(cfg.ckpt_path, cfg.paths.log_dir)
+    run_cfg = OmegaConf.create(load_run_config(checkpoint))
     datamodule = builders.build_datamodule(run_cfg)
     task = builders.build_task(run_cfg, datamodule)
     trainer = builders.build_trainer(cfg, callbacks=[], loggers=builders.build_loggers(cfg))
-    trainer.test(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint))
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    print_results("test", metrics, {"checkpoint": cfg.ckpt_path, "run directory": cfg.paths.output_dir})
+    print_results("test", metrics, {"checkpoint": checkpoint, "run directory": cfg.paths.output_dir})
     return metrics
 
 
@@ -34,7 +38,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    run(main)
+    run(main, "eval", required=("ckpt_path",))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    run(main)
+    run(main, "gradcheck")
 
 
 if __name__ == "__main__":

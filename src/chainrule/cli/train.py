@@ -12,15 +12,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the train split (validating each epoch), then test the best checkpoint.
 
     Returns the final train/val/test metrics by name. A run directory that holds checkpoints is resumed
-    from its newest intact one; one whose training finished is only tested.
+    from its newest intact one; one whose training finished trains on only when asked for more.
     With `tune=<finder>` set, runs that finder instead of training and returns its suggestion.
     """
     # Imported here so that `--help`, `--cfg` and command-line errors answer without loading torch.
     import lightning as L
     import torch
 
+    from chainrule.checkpointing.discovery import finished
     from chainrule.cli.reporting import print_config_tree, print_results, route_lightning_logs_through_root
     from chainrule.config import builders
+    from chainrule.config.validation import check_one_step, check_targets
     from chainrule.training import fitting
 
     route_lightning_logs_through_root()
@@ -29,7 +31,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = builders.build_datamodule(cfg)
+    check_targets(cfg, datamodule)
     task = builders.build_task(cfg, datamodule)
+    check_one_step(cfg, datamodule, task)
     trainer = builders.build_trainer(cfg, builders.build_callbacks(cfg), builders.build_loggers(cfg))
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(shown))
@@ -51,7 +55,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     print_results(
         "results",
         {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))},
-        {"run directory": cfg.paths.output_dir, "best checkpoint": best},
+        {"training stopped": (finished(cfg.paths.output_dir) or {}).get("stopped"),
+         "run directory": cfg.paths.output_dir, "best checkpoint": best},
     )
     return metrics
 
@@ -64,7 +69,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    run(main)
+    run(main, "train")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Checkpoint, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from chainrule.callbacks.config_agreement import SameConfigOnAllRanks
+from chainrule.callbacks.history import LoggerHistory
 from chainrule.callbacks.rng_states import RngStatesInCheckpoint
 from chainrule.callbacks.run_config import RunConfigInCheckpoint
 from chainrule.data.base import InMemoryDataModule
@@ -67,6 +68,7 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
         RunConfigInCheckpoint(config),
         SameConfigOnAllRanks(config),
         RngStatesInCheckpoint(),  # without it a resumed run draws other dropout masks
+        LoggerHistory(),  # without it a resumed run's metrics would repeat or lose steps
     ]
     return callbacks
 
@@ -117,4 +119,7 @@ def build_tuner(cfg: DictConfig) -> Callable[..., dict[str, float]] | None:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
+    if not loggers:
+        # LearningRateMonitor refuses to start without a logger; with logger=none there is nothing to feed.
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -1,6 +1,7 @@
 """Running a Hydra app the chainrule way: configs found in source or installed layouts, choices checked
 before anything starts, and user errors shown as one message instead of a traceback."""
 
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -10,13 +11,16 @@ from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from chainrule.config.groups import BUILT_GROUPS, check_group_choices, config_dir
+from chainrule.config.preflight import compose_job, preflight
 from chainrule.config.resume_args import resume_arguments
+from chainrule.config.run_record import record_run
 from chainrule.core import console
-from chainrule.core.errors import ChainruleError
-from chainrule.core.secrets import redact_argv, redact_files, redact_logging
+from chainrule.core.errors import ChainruleError, ConfigError
+from chainrule.core.secrets import redact_argv, redact_logging
 from chainrule.launch.console import prefix_console
 from chainrule.launch.detect import detect_launch
 from chainrule.launch.local_ranks import on_all_ranks
@@ -31,61 +35,90 @@ class UserError(CompactHydraException):
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn chainrule's errors, a constructor refusing its config values, and Lightning's
-    MisconfigurationException into one-message Hydra errors (the traceback with HYDRA_FULL_ERROR=1)."""
-    # Lightning is imported here, not at the top, so that command-line errors answer before torch loads.
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
+    """Turn chainrule's errors, a constructor refusing its config values, Lightning's
+    MisconfigurationException and a run directory that cannot be written into UserErrors with one
+    message (the traceback with HYDRA_FULL_ERROR=1)."""
     full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         yield
-    except (ChainruleError, MisconfigurationException) as error:
-        raise UserError(str(error)) from (error if full else None)
     except InstantiationException as error:
         cause = error.__cause__
-        if isinstance(cause, (ChainruleError, MisconfigurationException)):
+        if isinstance(cause, ChainruleError) or _is_misconfiguration(cause):
             raise UserError(str(cause)) from (error if full else None)
         # Hydra's message: "Error in call to target 'x':\nTypeError(...)\nfull_key: y" -> one line.
         text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         raise UserError(f"cannot build from the config: {text}") from (error if full else None)
+    except OSError as error:
+        if error.errno not in WRITE_FAILURES:
+            raise
+        raise UserError(f"cannot write {error.filename or 'the run directory'}: {error.strerror}; free space "
+                        f"or point the runs elsewhere with paths.log_dir=<folder>") from (error if full else None)
+    except Exception as error:
+        if isinstance(error, ChainruleError) or _is_misconfiguration(error):
+            raise UserError(str(error)) from (error if full else None)
+        raise
+
+
+# A full disk, a quota, a read-only or forbidden folder: the run cannot write its files.
+WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _is_misconfiguration(error: BaseException | None) -> bool:
+    """Lightning's MisconfigurationException, recognised without importing Lightning (it may not be
+    loaded yet when a command is refused)."""
+    return any(c.__name__ == "MisconfigurationException" for c in type(error).__mro__) if error else False
 
 
 def protect_secrets() -> None:
-    """Keep secrets out of this run's files: Hydra's saved config files, its log file, and the command
-    line that loggers record."""
+    """Keep secrets out of this run's log file and the command line that loggers record (the run's
+    record is written without them: chainrule.config.run_record)."""
     redact_logging()
     redact_argv()
-    hydra = HydraConfig.get()
-    if hydra.output_subdir is not None:
-        redact_files(Path(hydra.runtime.output_dir) / hydra.output_subdir)
 
 
 def execute(fn: Callable[[DictConfig], T], cfg: DictConfig, required: Sequence[str] | None = None,
             all_ranks: bool = True) -> T:
     """What every chainrule command does around its work `fn(cfg)`: secrets kept out of its files and
     logs, the config validated (`required`: the groups it builds; None: those of training) before any
-    further rank starts, `fn` run on every rank of the run (or here only), errors shown as one message,
-    and the logger runs finished (marked failed on an exception)."""
-    # Imported here: `--help`, `--cfg` and command-line errors answer without loading torch.
-    from chainrule.config.validation import validate
-    from chainrule.loggers.wandb import finishing_wandb_run
+    further rank starts and before the run is recorded in its directory, `fn` run on every rank of the
+    run (or here only), the logger runs finished (marked failed on an exception), and a refusal shown as
+    one `chainrule: error:` line (in a multirun, the job fails and the sweep goes on)."""
+    try:
+        with user_errors():
+            protect_secrets()
+            # Imported here: `--help`, `--cfg` and command-line errors answer without loading torch.
+            from chainrule.config.validation import validate
+            from chainrule.loggers.wandb import finishing_wandb_run
 
-    with user_errors(), finishing_wandb_run():
-        protect_secrets()
-        validate(cfg, required=BUILT_GROUPS if required is None else required)
-        return on_all_ranks(fn, cfg) if all_ranks else fn(cfg)
+            validate(cfg, required=BUILT_GROUPS if required is None else required)
+            if detect_launch().rank == 0:
+                record_run(cfg)
+            with finishing_wandb_run():
+                return on_all_ranks(fn, cfg) if all_ranks else fn(cfg)
+    except UserError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        console.error_line(str(error))
+        raise SystemExit(2) from None
 
 
-def run(app: Callable[[], object], argv: list[str] | None = None) -> None:
-    """Check the command line, then run a `hydra.main`-decorated `app` (on this rank, when an external
-    launcher started several: see chainrule.launch.run_id for what differs on ranks other than 0)."""
+def run(app: Callable[[], object], config_name: str, argv: list[str] | None = None,
+        required: tuple[str, ...] = ()) -> None:
+    """Check the command line, then run a `hydra.main`-decorated `app` whose config is `config_name`
+    (on this rank, when an external launcher started several: see chainrule.launch.run_id for what
+    differs on ranks other than 0). `required`: keys the command line must set."""
     argv = sys.argv[1:] if argv is None else argv
     launch = detect_launch()
     prefix_console(launch.rank)
     try:
         check_group_choices(argv, config_dir())
-        # Hydra (and Lightning, when it starts more ranks) read sys.argv itself.
-        sys.argv[1:] = argv = resume_arguments(argv)
+        if not any(a.startswith("-") for a in argv):  # not --help, --cfg or a multirun: one run
+            for key in required:
+                if not any(a.startswith(f"{key}=") for a in argv):
+                    raise ConfigError(f"{key} is missing: pass {key}=<value> (see {Path(sys.argv[0]).name} --help)")
+            # Hydra (and Lightning, when it starts more ranks) read sys.argv itself.
+            sys.argv[1:] = argv = resume_arguments(argv, lambda: compose_job(config_name, argv).paths.runs_dir)
+            preflight(config_name, argv)
         check_run_identity(argv, launch)
     except ChainruleError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

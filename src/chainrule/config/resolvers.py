@@ -1,5 +1,5 @@
-"""The resolvers chainrule's config tree uses besides Hydra's: `${run_id:<time format>}` names a run
-directory (chainrule.launch.run_id), `${cwd:}` is the directory the command was started from, and
+"""The resolvers chainrule's config tree uses besides Hydra's: `${run_dir:<parent>,<time format>}` names (and
+creates) a run directory (chainrule.launch.run_id), `${cwd:}` is the directory the command was started from, and
 `${quick:<value>,<quick value>}` is the second value when CHAINRULE_QUICK is set (README: "Try a command
 quickly"): a few batches per epoch, a few trials per sweep.
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from chainrule.launch.run_id import run_id
+from chainrule.launch.run_id import new_run_dir
 
 #: Set (to anything but 0) to try any command quickly: see README.md.
 QUICK_ENV = "CHAINRULE_QUICK"
@@ -24,9 +24,9 @@ def quick(value: Any, quick_value: Any) -> Any:
 
 
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("run_id"):
-        # Cached, as Hydra's `now`: the run and sweep directories of one composition agree.
-        OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+    if not OmegaConf.has_resolver("run_dir"):
+        # Cached, as Hydra's `now`: one composition names (and creates) one directory.
+        OmegaConf.register_new_resolver("run_dir", new_run_dir, use_cache=True)
     if not OmegaConf.has_resolver("cwd"):
         OmegaConf.register_new_resolver("cwd", os.getcwd)
     if not OmegaConf.has_resolver("quick"):

@@ -1,48 +1,72 @@
-"""The command-line half of resuming: `resume=<run dir>` expands into that run's own overrides.
+"""The command-line half of resuming: `resume=<run dir>` (or `resume=latest`) expands into that run's own
+overrides and its directory.
 
-Kept apart from chainrule.training.fitting so that the command line is checked before torch and Lightning load.
+Kept apart from chainrule.training.fitting so that the command line is checked before torch and
+Lightning load.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import OverrideParseException
-
+from chainrule.config.run_record import conflicts, override_key, saved_overrides
 from chainrule.core.errors import CheckpointError, ConfigError
 
+LATEST = "latest"
 
-def resume_arguments(argv: list[str]) -> list[str]:
-    """Expand `resume=<run dir>` into the run's saved overrides, the ones given now (which win), and
-    `hydra.run.dir=<run dir>`. Other command lines are returned unchanged."""
+
+def resume_arguments(argv: list[str], runs_dir: Callable[[], Path]) -> list[str]:
+    """Expand `resume=<run dir>` into the run's saved overrides, the ones given now (which win; only
+    those a continuation may change), and `hydra.run.dir=<run dir>`. `resume=latest` is the newest run
+    in `runs_dir()` (asked only then). Other command lines are returned unchanged."""
     given = [a for a in argv if a.startswith("resume=")]
     if not given or given[-1] in ("resume=", "resume=null"):
         return argv
-    value = given[-1].split("=", 1)[1]
+    value = _unquote(given[-1].split("=", 1)[1])
     if any(a in ("-m", "--multirun") for a in argv):
         raise ConfigError("resume= continues one run; it cannot be combined with --multirun")
-    run_dir = Path(value).expanduser().resolve()
+    run_dir = latest_run(runs_dir()) if value == LATEST else Path(value).expanduser().resolve()
     if not run_dir.is_dir():
         raise CheckpointError(
             f"resume={value}: no such run directory; pass the directory a run wrote "
-            f"(it holds .hydra/ and checkpoints/)"
+            f"(it holds .hydra/ and checkpoints/), or resume=latest"
         )
-    saved_file = run_dir / ".hydra" / "overrides.yaml"
-    if not saved_file.is_file():
+    saved = saved_overrides(run_dir)
+    if saved is None:
         raise CheckpointError(
             f"resume={value}: {run_dir} is not a chainrule run directory (no "
             f".hydra/overrides.yaml); pass the directory a run wrote"
         )
-    saved = yaml.safe_load(saved_file.read_text()) or []
-    given_keys = {_key(a) for a in argv if not a.startswith("-")}
-    kept = [o for o in saved if _key(o) not in given_keys | {"resume"}]
     at = argv.index(given[-1])
-    # Kept next to the user's own overrides: argparse takes overrides only as one contiguous group.
-    return [*argv[:at], *kept, given[-1], f"hydra.run.dir={run_dir}", *argv[at + 1 :]]
+    others = [a for a in argv if a != given[-1] and not a.startswith("-")]
+    given_keys = {override_key(a) for a in others}
+    kept = [o for o in saved if override_key(o) not in given_keys | {"resume"}]
+    changed = conflicts(saved, [*kept, *others])
+    if changed:
+        raise ConfigError(
+            f"resume={value}: a run continues with its own settings, but this command changes "
+            f"{'; '.join(changed)}; drop those overrides, or start a new run without resume="
+        )
+    # Quoted for Hydra, so that any path (spaces, quotes, any script) is one value. Kept next to the
+    # user's own overrides: argparse takes overrides only as one contiguous group.
+    return [*argv[:at], *kept, f"resume={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}",
+            *argv[at + 1:]]
 
 
-def _key(override: str) -> str:
-    try:
-        return OverridesParser.create().parse_overrides([override])[0].key_or_group
-    except (OverrideParseException, IndexError):
-        return override.split("=", 1)[0].lstrip("+~")
+def latest_run(runs_dir: Path) -> Path:
+    """The newest run directory in `runs_dir` (by the time its record was written)."""
+    runs = [p for p in Path(runs_dir).glob("*") if saved_overrides(p) is not None]
+    if not runs:
+        raise CheckpointError(f"resume=latest: {runs_dir} holds no run yet; train one first, or pass "
+                              f"resume=<run dir>")
+    return max(runs, key=lambda p: (p / ".hydra" / "overrides.yaml").stat().st_mtime_ns).resolve()
+
+
+def _quote(value: str) -> str:
+    """`value` as one quoted Hydra override value (Hydra's grammar escapes quotes with a backslash)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1].replace("\\" + value[0], value[0]).replace("\\\\", "\\")
+    return value

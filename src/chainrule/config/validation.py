@@ -224,3 +224,64 @@ def _check_machine(trainer: DictConfig) -> None:
             f"(fp16 mixed precision does not run there); use trainer.precision=bf16-mixed or "
             f"32-true, or a GPU trainer (trainer=gpu)"
         )
+
+
+# Targets (of losses and metrics) that compare outputs with real values, and those that need classes.
+VALUE_TARGETS = ("MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "MeanSquaredError", "MeanAbsoluteError",
+                 "R2Score", "ExplainedVariance", "PearsonCorrCoef")
+CLASS_TARGETS = ("CrossEntropyLoss", "BCEWithLogitsLoss", "NLLLoss", "Multiclass", "Multilabel", "Binary")
+
+
+def check_targets(cfg: DictConfig, datamodule: Any) -> None:
+    """Raise ConfigError when the loss or the task's metrics need class labels and the data has real-valued
+    targets, or the other way round (before the task is built: some metrics cannot be built then)."""
+    if cfg.task.get("target") != "label":
+        return
+    choices = _choices(cfg)
+    classes = getattr(datamodule, "num_classes", None)
+    metrics = [str(m.get("_target_", "")) for m in (cfg.task.get("metrics") or {}).values() if m is not None]
+    for group, targets in (("loss", [str(cfg.loss.get("_target_", ""))]), ("task", metrics)):
+        names = [t.rsplit(".", 1)[-1] for t in targets]
+        if classes is not None and any(n in VALUE_TARGETS for n in names):
+            what = "compares outputs with real-valued targets" if group == "loss" else "measures real values"
+            fix = "loss=cross_entropy (or bce_with_logits)" if group == "loss" else "task=classification"
+            raise ConfigError(f"{group}={choices[group]} {what}, but data={choices['data']} has class labels "
+                              f"({classes} classes); use {fix}, or regression data, e.g. data=diabetes")
+        if classes is None and any(n.startswith(CLASS_TARGETS) for n in names):
+            fix = "loss=mse" if group == "loss" else "task=regression"
+            raise ConfigError(f"{group}={choices[group]} needs class labels, but data={choices['data']} has "
+                              f"real-valued targets; use {fix} (task=regression with loss=mse)")
+
+
+def check_one_step(cfg: DictConfig, datamodule: Any, task: Any) -> None:
+    """Raise ConfigError when the model's output and the loss do not fit the data (tried on two training
+    samples, without gradients, leaving every random stream as it was)."""
+    datamodule.setup("fit")
+    train = getattr(datamodule, "splits", None)
+    if train is None or len(train.train) == 0:
+        return
+    x, y = train.train.x[:2], train.train.y[:2]
+    model = task.model
+    training = model.training
+    try:
+        with torch.no_grad(), torch.random.fork_rng():
+            model.eval()
+            task.loss(model(x), x if task.target == "input" else y)
+    except Exception as error:  # shape and dtype mismatches come as several exception types
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        choices = _choices(cfg)
+        raise ConfigError(
+            f"data={choices['data']}, model={choices['model']}, task={choices['task']} and loss={choices['loss']} "
+            f"do not fit together ({first}); pick options made for each other, e.g. an experiment= preset"
+        ) from None
+    finally:
+        model.train(training)
+
+
+def _choices(cfg: DictConfig) -> dict[str, str]:
+    """The option chosen for each built group (`digits`), for messages; the target's name without Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    chosen = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    return {group: str(chosen.get(group) or cfg.get(group, {}).get("_target_", "?")).rsplit(".", 1)[-1]
+            for group in BUILT_GROUPS}

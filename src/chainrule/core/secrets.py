@@ -1,6 +1,7 @@
 """Keeping secrets out of what a run writes: configs, logs, checkpoints, hyperparameters.
 
-A secret is the value of an environment variable whose name says it is one (`WANDB_API_KEY`, `HF_TOKEN`,
+A secret is the value of a config key whose name says it is one (`logger.mlflow.api_key`, `token`,
+`password`), or the value of an environment variable whose name says it is one (`WANDB_API_KEY`, `HF_TOKEN`,
 `AWS_SECRET_ACCESS_KEY`, `DB_PASSWORD`, ...). Such values reach a run's files through the config (an
 `${oc.env:...}` interpolation, or the value typed on the command line). Wherever chainrule writes or
 prints the config they are replaced: by `<secret $NAME>` in checkpoints, logged hyperparameters and
@@ -13,7 +14,6 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 SECRET_NAME = re.compile(
@@ -44,15 +44,23 @@ def redact_text(text: str, secrets: Mapping[str, str] | None = None, template: s
     return text
 
 
+REDACTED = "<redacted>"
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a config key (`logger.mlflow.token`, `api_key`) names a secret, by any of its parts."""
+    return any(SECRET_NAME.search(part) for part in str(key).split("."))
+
+
 def redact(obj: Any, secrets: Mapping[str, str] | None = None) -> Any:
-    """A copy of nested dicts/lists/tuples with every secret inside a string replaced."""
+    """A copy of nested dicts/lists/tuples without secrets: every value under a secret-named key is
+    `<redacted>`, and every secret of the environment inside a string is replaced."""
     secrets = secrets_in_environment() if secrets is None else secrets
-    if not secrets:
-        return obj
     if isinstance(obj, str):
-        return redact_text(obj, secrets)
+        return redact_text(obj, secrets) if secrets else obj
     if isinstance(obj, Mapping):
-        return {redact(k, secrets): redact(v, secrets) for k, v in obj.items()}
+        return {redact(k, secrets): REDACTED if is_secret_key(k) and v not in (None, "") else redact(v, secrets)
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(redact(v, secrets) for v in obj)
     return obj
@@ -65,20 +73,6 @@ def redact_argv() -> None:
     secrets = secrets_in_environment()
     if secrets:
         sys.argv[1:] = [redact_text(arg, secrets, COMPOSABLE) for arg in sys.argv[1:]]
-
-
-def redact_files(folder: str | Path) -> None:
-    """Rewrite the text files directly in `folder` (Hydra's `.hydra/*.yaml`) without secrets."""
-    secrets = secrets_in_environment()
-    folder = Path(folder)
-    if not secrets or not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        if path.is_file():
-            text = path.read_text(errors="replace")
-            clean = redact_text(text, secrets, COMPOSABLE)
-            if clean != text:
-                path.write_text(clean)
 
 
 class RedactingFilter(logging.Filter):

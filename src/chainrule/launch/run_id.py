@@ -1,7 +1,7 @@
 """Run identity: every rank of a run resolves the same config and the same run directory, and only
 rank 0 writes into it.
 
-- The run directory is named `${run_id:<time format>}` (conf/hydra/default.yaml): the launcher's job id
+- The run directory is `${run_dir:<runs dir>,<time format>}` (conf/hydra/default.yaml): the launcher's job id
   where there is one, so that ranks started separately (torchrun, srun) and a requeued SLURM job all
   land in one directory; the current time otherwise. Ranks that chainrule starts itself never compose
   a config: they receive rank 0's (chainrule.launch.local_ranks).
@@ -9,9 +9,11 @@ rank 0 writes into it.
 - chainrule.callbacks.config_agreement checks, once the ranks have met, that they all resolved the same config.
 """
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from chainrule.core.errors import ConfigError
 from chainrule.launch.detect import INTERACTIVE_SLURM_JOBS, Launch
@@ -19,8 +21,8 @@ from chainrule.launch.detect import INTERACTIVE_SLURM_JOBS, Launch
 #: Names the run directory of every rank, above any launcher's id (e.g. set by a job submitter).
 RUN_ID_ENV = "CHAINRULE_RUN_ID"
 
-# Hydra overrides for ranks > 0 of an external launch: Hydra still runs there, but writes nothing.
-NONZERO_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=stdout")
+# Hydra overrides for ranks > 0 of an external launch: Hydra still runs there, but writes no log file.
+NONZERO_RANK_OVERRIDES = ("hydra/job_logging=stdout",)
 
 
 def slurm_job_id(env: Mapping[str, str] = os.environ) -> str | None:
@@ -56,9 +58,26 @@ def pinned_run_id(env: Mapping[str, str] = os.environ) -> str | None:
     return None
 
 
-def run_id(time_format: str) -> str:
-    """`${run_id:%Y-%m-%d_%H-%M-%S}`: the pinned run id, else the current time in `time_format`."""
-    return pinned_run_id() or datetime.now().strftime(time_format)
+def new_run_dir(parent: str, time_format: str) -> str:
+    """`${run_dir:<parent>,<time format>}`: the run directory `<parent>/<run id>`.
+
+    A pinned run id names the directory that all ranks and every restart of a job share. Otherwise the
+    current time names a new directory, created here so that it is this run's alone: a second run
+    started in the same second gets `<time>-2` (and so on), never a directory another run writes into.
+    """
+    pinned = pinned_run_id()
+    if pinned is not None:
+        return str(Path(parent) / pinned)
+    stamp = datetime.now().strftime(time_format)
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    for attempt in itertools.count(1):
+        candidate = Path(parent) / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            candidate.mkdir()  # atomic: of two runs creating the same name, exactly one succeeds
+        except FileExistsError:
+            continue
+        return str(candidate)
+    raise AssertionError("unreachable")
 
 
 def check_run_identity(argv: Sequence[str], launch: Launch) -> None:
