@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 QUICK = [
     "logger=csv", "test=false", "trainer.accelerator=cpu", *QUIET_CONSOLE, "callbacks.model_summary=null",
-    "callbacks.model_checkpoint=null", "callbacks.early_stopping=null", "trainer.limit_val_batches=1",
+    "callbacks.checkpoints=null", "callbacks.early_stopping=null", "trainer.limit_val_batches=1",
 ]
 DEEP = ["model.depth=20", "model.width=32", "model.dropout=0.0", "trainer.max_epochs=1"]
 HEALTH = "chainrule.callbacks.gradient_health"

@@ -43,17 +43,31 @@ CASES = [
     ),
     ("wrong-type-batch", ["data.batch_size=abc"], "data.batch_size='abc' is not valid"),
     ("wrong-type-epochs", ["trainer.max_epochs=ten"], "trainer.max_epochs='ten' is not valid"),
-    ("wrong-type-seed", ["seed=abc"], "seed must be an integer, got 'abc'"),
+    ("wrong-type-seed", ["seed=abc"], "seed='abc' is not valid: use an integer"),
     ("bad-precision", ["trainer.precision=bogus"], "trainer.precision='bogus' is not valid"),
-    ("negative-lr", ["optim.lr=-0.01"], "optim (torch.optim.AdamW): Invalid learning rate: -0.01"),
-    ("negative-lr-sgd", ["optim=sgd", "optim.lr=-1"], "optim (torch.optim.SGD): Invalid learning rate: -1"),
-    ("zero-batch", ["data.batch_size=0"], "data.batch_size must be a positive integer, got 0"),
+    ("negative-lr", ["optim.lr=-0.01"], "optim.lr=-0.01 is not valid: use a finite number in (0, inf)"),
+    ("zero-lr", ["optim=sgd", "optim.lr=0"], "optim.lr=0 is not valid"),
+    ("infinite-lr", ["optim.lr=inf"], "optim.lr=inf is not valid"),
+    ("bad-betas", ["optim.betas=[1.5,0.9]"], "optim (torch.optim.AdamW): Invalid beta parameter at index 0"),
+    ("zero-batch", ["data.batch_size=0"], "data.batch_size=0 is not valid: use an integer in [1, inf)"),
+    ("zero-width", ["model.width=0"], "model.width=0 is not valid: use an integer in [1, inf)"),
+    ("dropout-above-one", ["model.dropout=1.5"], "model.dropout=1.5 is not valid: use a finite number in [0, 1)"),
+    ("label-smoothing-above-one", ["loss.label_smoothing=2"], "loss.label_smoothing=2 is not valid"),
+    ("negative-clipping", ["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is not valid"),
+    ("zero-accumulation", ["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0 is not valid"),
+    ("regression-loss-on-classes", ["loss=mse"], "loss=mse compares outputs with real-valued targets, but "
+                                                  "data=digits has class labels"),
+    ("regression-task-on-classes", ["task=regression"], "task=regression measures real values, but data=digits"),
+    ("classification-on-values", ["data=diabetes"], "loss=cross_entropy needs class labels, but data=diabetes"),
+    ("model-that-does-not-fit", ["model=cnn", "data=tokens"], "data=tokens, model=cnn, task=classification and "
+                                                              "loss=cross_entropy do not fit together"),
+    ("bad-gradcheck-setting", ["+gradcheck.eps=0"], "gradcheck.eps=0 is not valid"),
     (
         "batch-not-divisible",
         ["data.batch_size=63", "trainer.accelerator=cpu", "trainer.devices=2"],
         "data.batch_size=63 (global) is not divisible by world size 2",
     ),
-    ("bad-val-fraction", ["data.val_fraction=1.5"], "data.val_fraction must be in [0, 1), got 1.5"),
+    ("bad-val-fraction", ["data.val_fraction=1.5"], "data.val_fraction=1.5 is not valid"),
     ("missing-data-dir", ["data=mnist", "paths.data_dir={tmp}/nowhere"], "mnist not found: expected"),
     ("missing-checkpoint", ["ckpt_path={tmp}/missing.ckpt"], "checkpoint not found"),
     (
@@ -117,7 +131,7 @@ def run_train(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]
     saved = sys.argv[:]
     sys.argv = ["chainrule-train", *argv]
     try:
-        run(main, sys.argv[1:])
+        run(main, "train", sys.argv[1:])
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1

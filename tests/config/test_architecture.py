@@ -72,7 +72,7 @@ RULES = {
     # the config groups that build objects
     r"\(\"data\", \"model\", \"task\"": "config/groups.py",
     # the one-line error format
-    r"chainrule: error:": "core/console.py",
+    r"f\"chainrule: error:": "core/console.py",
 }
 
 
@@ -87,7 +87,7 @@ def test_each_rule_has_one_definition(pattern: str) -> None:
 def test_the_checkpoint_directory_and_monitored_metric_are_one_key_each() -> None:
     conf = REPO / "conf"
     texts = {p.relative_to(conf): p.read_text() for p in conf.rglob("*.yaml")}
-    assert [p for p, t in texts.items() if "/checkpoints" in t] == [Path("paths/default.yaml")]
+    assert [p for p, t in texts.items() if "}/checkpoints" in t] == [Path("paths/default.yaml")]
     assert [p for p, t in texts.items() if re.search(r"monitor: val/", t)] == []
     code = "\n".join(p.read_text() for p in SRC.rglob("*.py"))
     assert '"checkpoints"' not in code and "'checkpoints'" not in code

@@ -3,6 +3,7 @@ directory its ranks agree on, what ranks other than 0 leave unwritten, and the w
 for before anything starts."""
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from chainrule.core.errors import ConfigError
 from chainrule.launch.console import RankPrefixedStream
 from chainrule.launch.detect import Launch, detect_launch
 from chainrule.launch.devices import devices_per_node, world_size
-from chainrule.launch.run_id import check_run_identity, pinned_run_id, rank_overrides, run_id
+from chainrule.launch.run_id import check_run_identity, new_run_dir, pinned_run_id, rank_overrides
 from tests.support.configs import compose_config
 
 
@@ -40,12 +41,15 @@ def test_the_run_id_comes_from_the_launchers_job_id(env: dict, expected: str | N
     assert pinned_run_id(env) == expected
 
 
-def test_without_a_job_id_the_run_id_is_the_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_job_id_each_run_gets_a_new_directory_named_by_time(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
     for name in ("CHAINRULE_RUN_ID", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
-    assert run_id("%Y").isdigit()
+    first, second = new_run_dir(str(tmp_path), "%Y"), new_run_dir(str(tmp_path), "%Y")
+    assert Path(first).name.isdigit() and Path(second).name == f"{Path(first).name}-2"
+    assert Path(first).is_dir() and Path(second).is_dir()  # claimed: a third run cannot take either
     monkeypatch.setenv("CHAINRULE_RUN_ID", "pinned")
-    assert run_id("%Y") == "pinned"
+    assert new_run_dir(str(tmp_path), "%Y") == str(tmp_path / "pinned")  # shared by ranks and restarts
 
 
 def test_separately_started_ranks_need_a_common_run_directory(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,8 +71,8 @@ def test_ranks_other_than_0_write_no_hydra_config_and_no_log_file() -> None:
     assert rank_overrides(Launch("none")) == []
     rank_0 = compose_config(return_hydra_config=True)
     rank_1 = compose_config(*rank_overrides(Launch("slurm", 1, 2)), return_hydra_config=True)
-    assert rank_0.hydra.output_subdir == ".hydra" and "file" in rank_0.hydra.job_logging.handlers
-    assert rank_1.hydra.output_subdir is None and "file" not in rank_1.hydra.job_logging.handlers
+    assert "file" in rank_0.hydra.job_logging.handlers
+    assert "file" not in rank_1.hydra.job_logging.handlers
     assert rank_1.hydra.job_logging.root.handlers == ["console"]
 
 

@@ -31,8 +31,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 # checkpoint, when it gets interrupted. Without a monitored metric the checkpoint callback rewrites
 # last.ckpt every epoch.
 RUN = ["cluster=local", "data=synthetic", "data.batch_size=308", "model.dropout=0", "model.width=64",
-       "optim=sgd", "trainer.max_epochs=60", "trainer.accelerator=cpu", "callbacks=model_checkpoint",
-       "callbacks.model_checkpoint.monitor=null", "logger=none", "test=false",
+       "optim=sgd", "trainer.max_epochs=60", "trainer.accelerator=cpu", "callbacks=each/checkpoints",
+       "callbacks.checkpoints.monitor=null", "logger=none", "test=false",
        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 SWEEP_LRS = ["0.01", "0.003", "0.001"]
 
@@ -110,7 +110,7 @@ def jobs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) 
             "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=4",
             f"hydra.sweep.dir={sweep_dir}", f"optim.lr={','.join(SWEEP_LRS)}", "data=synthetic",
             "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.devices=2", "++trainer.strategy=ddp",
-            "logger=csv", "callbacks=model_checkpoint", "test=false", "trainer.enable_progress_bar=false",
+            "logger=csv", "callbacks=each/checkpoints", "test=false", "trainer.enable_progress_bar=false",
             "name=sweep",
         ),
         cwd=work, env=slurm_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -125,7 +125,7 @@ def jobs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def checkpoint_steps(names: list[str]) -> list[int]:
-    """Global steps in checkpoint names such as epoch003-step000040.ckpt (callbacks/model_checkpoint)."""
+    """Global steps in checkpoint names such as epoch003-step000040.ckpt (callbacks.checkpoints)."""
     return [int(match.group(1)) for name in names if (match := re.search(r"step(\d+)", name))]
 
 

@@ -30,7 +30,7 @@ DETERMINISTIC_RUN = [
     "trainer=cpu",
     "trainer.deterministic=true",
     "trainer.max_epochs=4",
-    "callbacks.step_checkpoint.every_n_train_steps=4",
+    "callbacks.checkpoints.every_n_train_steps=4",
     *QUIET_CONSOLE,
     "test=false",
     "logger=csv",

@@ -112,12 +112,12 @@ def run(app: Callable[[], object], config_name: str, argv: list[str] | None = No
     prefix_console(launch.rank)
     try:
         check_group_choices(argv, config_dir())
+        # Hydra (and Lightning, when it starts more ranks) read sys.argv itself.
+        sys.argv[1:] = argv = resume_arguments(argv, lambda: compose_job(config_name, argv).paths.runs_dir)
         if not any(a.startswith("-") for a in argv):  # not --help, --cfg or a multirun: one run
             for key in required:
                 if not any(a.startswith(f"{key}=") for a in argv):
                     raise ConfigError(f"{key} is missing: pass {key}=<value> (see {Path(sys.argv[0]).name} --help)")
-            # Hydra (and Lightning, when it starts more ranks) read sys.argv itself.
-            sys.argv[1:] = argv = resume_arguments(argv, lambda: compose_job(config_name, argv).paths.runs_dir)
             preflight(config_name, argv)
         check_run_identity(argv, launch)
     except ChainruleError as error:

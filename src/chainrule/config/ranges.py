@@ -121,4 +121,4 @@ def check_ranges(cfg: DictConfig) -> None:
                 value = OmegaConf.to_container(value)
             if not allowed.admits(value):
                 example = f", e.g. {allowed.example}" if allowed.example else ""
-                raise ConfigError(f"{key}={value!r} is out of range: use {allowed.describe()}{example}")
+                raise ConfigError(f"{key}={value!r} is not valid: use {allowed.describe()}{example}")

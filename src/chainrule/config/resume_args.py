@@ -36,8 +36,10 @@ def resume_arguments(argv: list[str], runs_dir: Callable[[], Path]) -> list[str]
             f"resume={value}: {run_dir} is not a chainrule run directory (no "
             f".hydra/overrides.yaml); pass the directory a run wrote"
         )
+    # The run's own directory replaces one given (an expanded command line, run again by a rank).
+    argv = [a for a in argv if not a.startswith("hydra.run.dir=")]
     at = argv.index(given[-1])
-    others = [a for a in argv if a != given[-1] and not a.startswith("-")]
+    others = [a for a in argv if a != given[-1] and not a.startswith("-") and ("=" in a or a.startswith("~"))]
     given_keys = {override_key(a) for a in others}
     kept = [o for o in saved if override_key(o) not in given_keys | {"resume"}]
     changed = conflicts(saved, [*kept, *others])
