@@ -48,9 +48,11 @@ def dockerignore_excludes(path: str) -> bool:
     return False
 
 
-def test_hadolint_reports_no_errors() -> None:
+@pytest.mark.parametrize("containerfile", [DOCKERFILE, REPO / "docker" / "local" / "Containerfile.debian"],
+                         ids=lambda p: p.name)
+def test_hadolint_reports_no_errors(containerfile: Path) -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
-    result = subprocess.run([str(hadolint), "--format", "json", str(DOCKERFILE)], capture_output=True,
+    result = subprocess.run([str(hadolint), "--format", "json", str(containerfile)], capture_output=True,
                             text=True)
     findings = json.loads(result.stdout)
     assert [f for f in findings if f["level"] == "error"] == [], findings
