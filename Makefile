@@ -2,9 +2,9 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-PYTEST_FAST := -m "not slow and not multiprocess and not slurm"
+PYTEST_FAST := -m "not slow and not multiprocess and not slurm and not container"
 
-.PHONY: install train test test-fast clean
+.PHONY: install train test test-fast test-containers clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -19,11 +19,14 @@ install: $(INSTALLED)
 train: install  ## train the default experiment (digits MLP) and print its test metrics and run directory
 	$(BIN)/chainrule-train $(ARGS)
 
-test: install  ## the whole suite: unit, multi-process (DDP) and SLURM tests
-	$(BIN)/pytest $(ARGS)
+test: install  ## the whole suite but the container tests: unit, multi-process (DDP) and SLURM tests
+	$(BIN)/pytest -m "not container" $(ARGS)
 
 test-fast: install  ## unit tests only (under 3 minutes)
 	$(BIN)/pytest $(PYTEST_FAST) $(ARGS)
+
+test-containers: install  ## build docker/Dockerfile with podman; train, eval, DDP in containers (root)
+	$(BIN)/pytest -m container tests/docker $(ARGS)
 
 clean:
 	rm -rf logs outputs multirun wandb .pytest_cache

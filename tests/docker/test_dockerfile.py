@@ -48,9 +48,11 @@ def dockerignore_excludes(path: str) -> bool:
     return False
 
 
-def test_hadolint_reports_no_errors() -> None:
+@pytest.mark.parametrize("containerfile", [DOCKERFILE, REPO / "docker" / "local" / "Containerfile.debian"],
+                         ids=lambda p: p.name)
+def test_hadolint_reports_no_errors(containerfile: Path) -> None:
     hadolint = BIN / "hadolint"
-    result = subprocess.run([str(hadolint), "--format", "json", str(DOCKERFILE)], capture_output=True,
+    result = subprocess.run([str(hadolint), "--format", "json", str(containerfile)], capture_output=True,
                             text=True)
     findings = json.loads(result.stdout)
     assert [f for f in findings if f["level"] == "error"] == [], findings
@@ -89,19 +91,34 @@ def test_the_wheel_is_built_from_this_repository_with_its_packaged_files() -> No
     assert needed <= copied, needed - copied
 
 
-def test_install_line_installs_the_package_with_the_extras_the_makefile_installs() -> None:
+def test_install_lines_install_the_package_with_the_extras_the_makefile_installs() -> None:
     """`make install` installs `.[dev]`: chainrule[<runtime extras>] plus test tools. The image installs
-    the same chainrule with the same runtime extras, and no test tools."""
+    the same chainrule with the same runtime extras, and no test tools: first their dependencies, read
+    from pyproject.toml, then the wheel."""
     assert "pip install --quiet -e '.[dev]'" in (REPO / "Makefile").read_text()
     dev = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["dev"]]
     runtime_extras = {extra for r in dev if r.name == PYPROJECT["project"]["name"] for extra in r.extras}
+    extras_arg = next(args.split("=", 1)[1] for args in arguments("ARG")
+                      if args.startswith("CHAINRULE_EXTRAS="))
+    assert set(extras_arg.split(",")) == runtime_extras
     installs = [run for run in arguments("RUN") if "pip install" in run]
-    assert len(installs) == 1, installs
-    match = re.search(r"chainrule-\*\.whl'\)\[([\w,]+)\]", installs[0])
-    assert match, installs[0]
-    assert set(match.group(1).split(",")) == runtime_extras
+    assert len(installs) == 2, installs
+    dependencies, package = installs
+    assert "pyproject.toml" in dependencies and "${CHAINRULE_EXTRAS}" in dependencies, dependencies
+    assert re.search(r"chainrule-\*\.whl'\)\[\$\{CHAINRULE_EXTRAS\}\]", package), package
     for extra in runtime_extras:
         assert extra in PYPROJECT["project"]["optional-dependencies"]
+
+
+def test_dependencies_are_installed_before_the_source_is_copied() -> None:
+    """A change to src/ then rebuilds chainrule's own layers only (tests/docker/test_container.py builds
+    it twice to show it)."""
+    steps = [f"{name} {args}" for name, args in instructions()]
+    steps = steps[steps.index("FROM ${BASE_IMAGE} AS runtime"):]
+    dependencies = next(i for i, step in enumerate(steps) if "--requirement" in step)
+    wheel = next(i for i, step in enumerate(steps) if step.startswith("COPY --from=build"))
+    assert dependencies < wheel
+    assert not any("src" in step for step in steps[:dependencies] if step.startswith("COPY")), steps
 
 
 def test_base_image_is_pinned_cuda_12_with_a_torch_the_package_accepts() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.launch.conftest import assert_same_parameters, files_in
+from tests.support.checkpoints import assert_same_parameters, files_in
 from tests.support.metrics import read_metric, read_metrics
 from tests.support.presets import DDP_RUN
 from tests.support.processes import run_cli
