@@ -1,12 +1,14 @@
 # Two commands a newcomer needs: `make train` and `make test`. Both create .venv and install on first use.
 VENV ?= .venv
 BIN := $(VENV)/bin
-INSTALLED := $(VENV)/.installed
+# Named after pyproject.toml's content: a change of dependencies reinstalls, a fresh copy of the same
+# project (another clone using this VENV) does not.
+INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PYTEST_FAST := -m "not slow and not multiprocess and not slurm and not container"
 
 .PHONY: install train test test-fast test-containers clean
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED):
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# This pair ships as local files on our machines; elsewhere pip downloads it (a CUDA build that also runs on CPU).

@@ -5,8 +5,8 @@ The commands run in the order the documents give them, each document in one fres
 may use what an earlier one made (`resume=latest` after a training run). The one shortcut is
 CHAINRULE_QUICK=1, which the config reads (README: "Try a command quickly") to cut every run to a few
 batches per epoch and a sweep to a few trials. A command that needs what this machine does not have
-says so at the end of its line: `# needs: gpu`, `# needs: cluster` (a real SLURM cluster), `# needs:
-network`, or `# needs: make test` (the suite itself); those are listed, not run.
+says so at the end of its line's comment: `[needs: a GPU]`, `[needs: a SLURM cluster]`, `[needs:
+network]`, ...; those are listed, not run.
 """
 
 import os
@@ -23,7 +23,7 @@ from tests.support.paths import BIN, REPO
 from tests.support.processes import ONE_THREAD, inherited
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-NEEDS = re.compile(r"#\s*needs:\s*([\w ,-]+)\s*$")
+NEEDS = re.compile(r"\[needs: ([^\]]+)\]\s*$")
 SHELL_FENCES = ("```bash", "```sh", "```shell")
 
 
