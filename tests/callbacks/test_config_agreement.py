@@ -32,7 +32,7 @@ def test_ranks_that_resolve_different_configs_stop_and_name_the_key(tmp_path: Pa
     ]
     outputs = finish(ranks, timeout=180)
     assert [rank.returncode != 0 for rank in ranks] == [True, True], "\n".join(o[-2000:] for o in outputs)
-    assert "[rank 1] Error executing job" in outputs[1]
+    assert "[rank 1] chainrule: error: rank 1 resolved optim.lr differently" in outputs[1]
     assert "rank 1 resolved optim.lr differently from rank 0" in outputs[1], outputs[1][-2000:]
     assert "another rank resolved a different config from rank 0's" in outputs[0], outputs[0][-2000:]
     assert [p.name for p in (tmp_path / "logs" / "train" / "runs").iterdir()] == ["mismatch"]

@@ -42,6 +42,7 @@ class Interruption:
     """What a background thread did to a running job, for the test to check afterwards."""
 
     command: list[str]
+    damage_newest: bool = False  # while the job waits to restart, truncate its newest checkpoint
     sent: bool = False
     checkpoints_at_restart: list[str] = field(default_factory=list)
     error: str | None = None
@@ -53,6 +54,7 @@ class Jobs:
     single: Job  # also the uninterrupted reference of the interrupted jobs
     usr1: dict[str, Job]  # by who gets the signal: the job's steps, or its batch shell
     requeued: Job
+    damaged: Job
     interruptions: dict[str, Interruption]
     sweep: subprocess.Popen
     sweep_dir: Path
@@ -63,7 +65,10 @@ def interrupt(cluster: LocalCluster, job: Job, record: Interruption, timeout: fl
     start again, note the checkpoints it left behind."""
     deadline = time.monotonic() + timeout
     try:
-        while not (job.run_dir / "checkpoints" / "last.ckpt").is_file():
+        # With damage to do, two step checkpoints at least: one to damage, one to resume from.
+        needed = 2 if record.damage_newest else 0
+        while len(list((job.run_dir / "checkpoints").glob("step*.ckpt"))) < needed \
+                or not (job.run_dir / "checkpoints" / "last.ckpt").is_file():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job.id} wrote no checkpoint within {timeout:.0f}s")
             time.sleep(0.2)
@@ -74,6 +79,10 @@ def interrupt(cluster: LocalCluster, job: Job, record: Interruption, timeout: fl
                 raise TimeoutError(f"job {job.id} was not requeued")
             time.sleep(0.2)
         record.checkpoints_at_restart = sorted(p.name for p in (job.run_dir / "checkpoints").glob("*.ckpt"))
+        if record.damage_newest:
+            newest = max((job.run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+            with open(newest, "r+b") as f:  # its other names (hard links) are the same file: damaged too
+                f.truncate(f.seek(0, 2) // 2)
     except Exception as error:  # reported by the test that reads the record
         record.error = repr(error)
 
@@ -88,14 +97,16 @@ def jobs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) 
     # The interrupted jobs first: their restarts wait ~10 s, which the other jobs fill.
     usr1 = {"steps": submit(*RUN, "logger=wandb", "name=usr1"), "batch": submit(*RUN, "name=usr1_batch")}
     requeued = submit(*RUN, "name=requeue")
+    damaged = submit(*RUN, "callbacks.checkpoints.every_n_train_steps=5", "name=damaged")
     interruptions = {
         usr1["steps"].id: Interruption(["scancel", "--signal=USR1", usr1["steps"].id]),
         # Only the batch shell gets it; the script must pass it on to the ranks.
         usr1["batch"].id: Interruption(["scancel", "--batch", "--signal=USR1", usr1["batch"].id]),
         requeued.id: Interruption(["scontrol", "requeue", requeued.id]),
+        damaged.id: Interruption(["scontrol", "requeue", damaged.id], damage_newest=True),
     }
     threads = [threading.Thread(target=interrupt, args=(slurm_cluster, job, interruptions[job.id]),
-                                daemon=True) for job in (*usr1.values(), requeued)]
+                                daemon=True) for job in (*usr1.values(), requeued, damaged)]
     for thread in threads:
         thread.start()
     ddp = submit(*RUN, "trainer.num_nodes=2", "++trainer.strategy=ddp", "name=ddp")
@@ -115,10 +126,10 @@ def jobs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) 
         ),
         cwd=work, env=slurm_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    yield Jobs(ddp, single, usr1, requeued, interruptions, sweep, sweep_dir)
+    yield Jobs(ddp, single, usr1, requeued, damaged, interruptions, sweep, sweep_dir)
     if sweep.poll() is None:
         sweep.kill()
-    for job in (*usr1.values(), requeued, ddp, single):
+    for job in (*usr1.values(), requeued, damaged, ddp, single):
         slurm_cluster.command("scancel", job.id, check=False)
     for thread in threads:
         thread.join(timeout=5)
@@ -159,7 +170,7 @@ def test_usr1_checkpoints_requeues_and_resumes_in_the_same_run(receiver: str, jo
     # newest.
     assert "Handling auto-requeue signal: 10" in job.log
     hpc_step = read_checkpoint(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"]
-    resumed = re.search(r"chainrule: resuming from (\S+)", job.log)
+    resumed = re.search(r"resuming from (\S+)", job.log)
     assert resumed, job.log[-3000:]
     assert f"Restored all states from the checkpoint at {resumed.group(1)}" in job.log
     resumed_step = hpc_step if resumed.group(1).endswith("hpc_ckpt_1.ckpt") else \
@@ -169,8 +180,8 @@ def test_usr1_checkpoints_requeues_and_resumes_in_the_same_run(receiver: str, jo
     assert final_step(job) == final_step(jobs.single)
 
     # Both starts used the one run directory, and logged to the one W&B run.
-    starts = re.findall(r"chainrule: job \S+, start (\d+), nodes \S+, run dir (\S+)", job.log)
-    assert starts == [("1", str(job.run_dir)), ("2", str(job.run_dir))]
+    starts = re.findall(r"chainrule: job \S+, start (\d+), nodes \S+", job.log)
+    assert starts == ["1", "2"]
     assert [p.name for p in job.run_dir.parent.iterdir()] == [job.run_dir.name]
     if receiver == "batch":
         return  # this job logs no W&B run
@@ -186,11 +197,26 @@ def test_scontrol_requeue_resumes_from_the_last_checkpoint(jobs: Jobs, slurm_clu
     assert history == ["REQUEUED", "COMPLETED"], job.log[-3000:]
 
     assert not list(job.run_dir.glob("hpc_ckpt_*.ckpt"))  # no USR1: Lightning saved nothing itself
-    resumed = re.search(r"chainrule: resuming from (\S+)", job.log)
+    resumed = re.search(r"resuming from (\S+)", job.log)
     assert resumed and Path(resumed.group(1)).parent == job.run_dir / "checkpoints", job.log[-3000:]
     assert f"Restored all states from the checkpoint at {resumed.group(1)}" in job.log
     # The checkpoints left when the job was requeued: the restart continued from step > 0.
     assert max(checkpoint_steps(record.checkpoints_at_restart), default=0) > 0, record.checkpoints_at_restart
+    slurm_cluster.wait(jobs.single)
+    assert final_step(job) == final_step(jobs.single)
+
+
+def test_a_requeued_job_whose_newest_checkpoint_is_damaged_resumes_from_the_one_before(
+        jobs: Jobs, slurm_cluster: LocalCluster) -> None:
+    job, record = jobs.damaged, jobs.interruptions[jobs.damaged.id]
+    history = slurm_cluster.wait(job)
+    assert record.error is None and record.sent, record.error
+    assert history == ["REQUEUED", "COMPLETED"], job.log[-3000:]
+    damaged = re.search(r"skipping damaged checkpoint (\S+)", job.log)
+    resumed = re.search(r"resuming from (\S+)", job.log)
+    assert damaged and resumed, job.log[-3000:]
+    assert checkpoint_steps([Path(resumed.group(1)).name])[0] > 0  # the previous intact one, not step 0
+    assert f"Restored all states from the checkpoint at {resumed.group(1)}" in job.log
     slurm_cluster.wait(jobs.single)
     assert final_step(job) == final_step(jobs.single)
 

@@ -6,7 +6,7 @@ kill or a signal lands there.
 
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,19 +15,27 @@ from tests.support.presets import DETERMINISTIC_RUN
 from tests.support.processes import start as start_process
 
 
-def start(run_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start `chainrule-train DETERMINISTIC_RUN... overrides... hydra.run.dir=run_dir`; output goes to
-    run_dir.log."""
+def start(run_dir: Path, *overrides: str, env: dict[str, str] | None = None,
+          preset: Sequence[str] = DETERMINISTIC_RUN) -> subprocess.Popen:
+    """Start `chainrule-train preset... overrides... hydra.run.dir=run_dir`; output goes to run_dir.log."""
     with open(f"{run_dir}.log", "a") as log:
         return start_process(
             "chainrule-train",
-            *DETERMINISTIC_RUN,
+            *preset,
             *overrides,
             f"hydra.run.dir={run_dir}",
             cwd=run_dir.parent,
             env=env,
             output=log,
         )
+
+
+def start_resume(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    """Start `chainrule-train resume=run_dir overrides...` (the run's own config); output goes to
+    run_dir.log."""
+    with open(f"{run_dir}.log", "a") as log:
+        return start_process("chainrule-train", f"resume={run_dir}", *overrides, cwd=run_dir.parent,
+                             output=log)
 
 
 def pause_at(step: int, hook: str, marker: Path, seconds: float = 600) -> list[str]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import lightning as L
 
-HOOKS = ("train_batch_start", "before_optimizer_step", "train_batch_end", "validation_batch_start")
+HOOKS = ("train_batch_start", "before_optimizer_step", "train_batch_end", "validation_batch_start",
+         "save_checkpoint", "fit_end", "test_batch_start")
 
 
 class PauseAt(L.Callback):
@@ -40,3 +41,15 @@ class PauseAt(L.Callback):
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if not trainer.sanity_checking:
             self._pause("validation_batch_start", trainer.global_step)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        # Marks the start of a write and lets it go on: with a slow writer (trainer.plugins.0.write_delay_s)
+        # a kill soon after lands in the middle of the write.
+        if self.hook == "save_checkpoint" and trainer.global_step == self.step and not self.marker.exists():
+            self.marker.write_text(f"save_checkpoint {trainer.global_step}\n")
+
+    def on_fit_end(self, trainer, pl_module):  # after the last checkpoint: plots and the record are next
+        self._pause("fit_end", trainer.global_step)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._pause("test_batch_start", trainer.global_step)

@@ -35,3 +35,18 @@ DETERMINISTIC_RUN = [
     "test=false",
     "logger=csv",
 ]
+
+# DETERMINISTIC_RUN as a user runs it: default loggers (W&B offline and CSV), default callbacks, a test
+# phase; metrics every 2 steps, a step checkpoint every 4.
+DEFAULTS_RUN_STEPS_PER_EPOCH = 10
+DEFAULTS_RUN_EPOCHS = 4
+DEFAULTS_RUN = [
+    "data=synthetic",
+    "data.num_samples=534",
+    "model.width=32",
+    "trainer=cpu",
+    "trainer.deterministic=true",
+    f"trainer.max_epochs={DEFAULTS_RUN_EPOCHS}",
+    "trainer.log_every_n_steps=2",
+    "callbacks.checkpoints.every_n_train_steps=4",
+]

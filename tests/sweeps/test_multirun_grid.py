@@ -10,11 +10,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_multirun_runs_every_combination_in_its_own_directory(sweeps, tmp_path):
-    sweep_dir = tmp_path / "grid"
+    """As typed: default paths (the sweep directory under ./logs), from a directory of the user's."""
     result = run_cli("chainrule-train", "-m", "optim.lr=0.001,0.01", "optim=adamw,sgd",
-                     "trainer.max_epochs=1", *sweeps.fast_trial, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
-                     env=ONE_THREAD)
+                     "trainer.max_epochs=1", *sweeps.fast_trial, cwd=tmp_path, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
 
     combos = set()
     for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):

@@ -27,6 +27,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
+from chainrule.callbacks.to_loggers import saving_between_batches
 from chainrule.core.errors import ConfigError, unknown_choice
 
 MODES = ("min", "max")
@@ -70,6 +71,7 @@ class Checkpoints(Checkpoint):
         self.steps: list[str] = []  # step checkpoints, oldest first
         self._due: dict[str, Any] = {}  # "step": True, "validated": (epoch, score), "epoch": True
         self._last_saved_step: int | None = None
+        self._stepped_at = 0  # the global step of the last batch seen: no step checkpoint before one
         self._clock = time.monotonic()
 
     # --- what the rest of chainrule reads -----------------------------------------------------------
@@ -89,6 +91,7 @@ class Checkpoints(Checkpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._due = {}
         self._last_saved_step = trainer.global_step if trainer.ckpt_path else None
+        self._stepped_at = trainer.global_step
         self._clock = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -96,6 +99,9 @@ class Checkpoints(Checkpoint):
         if not self._saving(trainer):
             return
         step = trainer.global_step
+        if step == self._stepped_at:  # a batch that accumulated gradients without an optimizer step
+            return
+        self._stepped_at = step
         by_steps = bool(self.every_n_train_steps) and step % self.every_n_train_steps == 0
         by_time = bool(self.every_n_seconds) and time.monotonic() - self._clock >= self.every_n_seconds
         if self.every_n_seconds and trainer.world_size > 1:  # clocks differ: rank 0 decides for all
@@ -118,7 +124,8 @@ class Checkpoints(Checkpoint):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if self._due:
-            self._save(trainer)
+            with saving_between_batches(trainer):
+                self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._saving(trainer) and (self._due or trainer.global_step != self._last_saved_step):

@@ -16,6 +16,7 @@ from types import FrameType
 
 import lightning as L
 
+from chainrule.callbacks.to_loggers import saving_between_batches
 from chainrule.core import console
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
@@ -62,7 +63,8 @@ class SignalCheckpoint(L.Callback):
         if trainer.world_size > 1:  # a signal may reach the ranks in different steps: stop together
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
-            self._save_and_exit(trainer)
+            with saving_between_batches(trainer):
+                self._save_and_exit(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.received is not None:  # during the last step: training is complete, but stop as asked

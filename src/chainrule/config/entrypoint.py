@@ -118,7 +118,7 @@ def run(app: Callable[[], object], config_name: str, argv: list[str] | None = No
             for key in required:
                 if not any(a.startswith(f"{key}=") for a in argv):
                     raise ConfigError(f"{key} is missing: pass {key}=<value> (see {Path(sys.argv[0]).name} --help)")
-            preflight(config_name, argv)
+            preflight(config_name, argv, run_dir_check=launch.rank == 0)
         check_run_identity(argv, launch)
     except ChainruleError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -36,9 +36,10 @@ def explicit_run_dir(argv: list[str]) -> Path | None:
     return None
 
 
-def preflight(config_name: str, argv: list[str]) -> None:
-    """Compose `argv` and refuse out-of-range values, a run directory that holds another run, and a run
-    directory that cannot be written."""
+def preflight(config_name: str, argv: list[str], run_dir_check: bool) -> None:
+    """Compose `argv` and refuse out-of-range values, a run directory that holds another run (when
+    `run_dir_check`: on rank 0, which writes the run's record; other ranks would race with it), and a
+    run directory that cannot be written."""
     cfg = compose_job(config_name, argv)
     try:
         check_ranges(cfg)
@@ -48,7 +49,7 @@ def preflight(config_name: str, argv: list[str]) -> None:
     run_dir = explicit_run_dir(argv)
     if run_dir is None and pinned_run_id() is not None:
         run_dir = runs_dir / pinned_run_id()
-    if run_dir is not None:
+    if run_dir is not None and run_dir_check:
         check_run_dir(run_dir, argv)
     _check_writable(run_dir or runs_dir)
 

@@ -44,6 +44,10 @@ def fit(
             # Lightning, looking only for stateful dataloaders, would warn that it cannot.
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
         trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg))
+    record = finished(run_dir)
+    if record is not None and record.get("global_step") == trainer.global_step:
+        console.say(f"training of {run_dir} finished already ({record.get('stopped')}); pass a larger "
+                    f"trainer.max_epochs or trainer.max_steps to train it further")
     if trainer.state.status == TrainerStatus.FINISHED and trainer.is_global_zero:
         mark_finished(run_dir, best_checkpoint(trainer, run_dir), trainer.global_step, stop_reason(trainer))
 
@@ -79,7 +83,7 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     _remove_temporaries(run_dir)
     newest = newest_intact_checkpoint(run_dir)
     if newest is not None:
-        log.info(f"resuming from {newest}")
+        console.say(f"resuming from {newest}")
         return str(newest)
     if checkpoint_candidates(run_dir):
         console.warn(f"no intact checkpoint in {run_dir}; training starts again from step 0")
