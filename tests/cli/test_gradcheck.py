@@ -1,6 +1,6 @@
 """chainrule-gradcheck: autograd agrees with float64 central differences in every module of every model in
-conf/model/, and a module with a wrong backward fails the check, named (the check itself:
-training/test_gradcheck.py)."""
+conf/model/, a module with a wrong backward fails the check, named, and a nonsensical setting is refused
+before anything loads (the check itself: training/test_gradcheck.py)."""
 
 import subprocess
 import sys
@@ -74,6 +74,16 @@ def test_cli_exits_non_zero_naming_the_faulty_module(tmp_path: Path) -> None:
     good = gradcheck_cli(*small, f"hydra.run.dir={tmp_path}/good", cwd=tmp_path)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "gradient check passed" in good.stdout
+
+
+@pytest.mark.slow
+def test_nonsensical_setting_is_refused_before_anything_loads(tmp_path: Path) -> None:
+    refused = gradcheck_cli("gradcheck.eps=0", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        ("chainrule: error: gradcheck.eps=0 is not valid: use a finite number in (0, 1] (the finite-difference "
+         "step), e.g. gradcheck.eps=1e-5")]
+    assert not (tmp_path / "run").exists()  # refused before the run started: no run directory
 
 
 @pytest.mark.parametrize("buggy", [BuggyMLP, BuggyActivationMLP])

@@ -1,6 +1,6 @@
 """training.gradcheck.check_gradients: a module with a wrong backward, with parameters or without, is
-caught and named, the correct layers around it are not, the summary says only what applies, and the
-model that is checked is left as it was."""
+caught and named, the correct layers around it are not, the summary says only what applies, settings no
+check can use are refused, and the model that is checked is left as it was."""
 
 import math
 
@@ -10,8 +10,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from chainrule.config.ranges import RANGES
+from chainrule.core.errors import ConfigError
 from chainrule.models.mlp import MLP
-from chainrule.training.gradcheck import MODEL, check_gradients
+from chainrule.training.gradcheck import MODEL, SETTINGS, check_gradients
 from tests.support.buggy_models import BuggyActivationMLP, BuggyMLP
 from tests.support.paths import CONF
 
@@ -88,6 +90,34 @@ def test_elements_on_a_kink_are_left_out_and_counted() -> None:
     assert report.passed, report.failures
     assert report.rows[0].kinks == 2
     assert report.summary.endswith("; 2 checked elements sat on a kink and were left out")
+
+
+# One value each setting refuses and its nearest neighbour that it accepts.
+BAD_AND_GOOD = {
+    "batch_size": [(0, 1), (1.5, 2), (True, 1)],
+    "max_elements": [(0, 1), (-3, 3)],
+    "eps": [(0, 1e-5), (1.5, 1.0), (math.nan, 1e-3)],
+    "threshold": [(0, 1e-6), (-1e-6, 1e-6), (math.inf, 1.0)],
+    "input_jitter": [(-0.01, 0.0), (math.nan, 0.01)],
+}
+
+
+@pytest.mark.parametrize("name, bad, good", [(n, b, g) for n, pairs in BAD_AND_GOOD.items() for b, g in pairs])
+def test_nonsensical_setting_is_refused_by_check_gradients(name: str, bad: float, good: float) -> None:
+    with pytest.raises(ConfigError, match=rf"^gradcheck\.{name}={bad!r} is not valid: use "):
+        check_gradients(nn.Linear(3, 2), nn.MSELoss(), torch.rand(2, 3), torch.rand(2, 2),
+                        **default_check(**{name: bad}))
+    check_gradients(nn.Linear(3, 2), nn.MSELoss(), torch.rand(2, 3), torch.rand(2, 2),
+                    **default_check(**{name: good}))
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_check_gradients_refuses_what_the_config_ranges_refuse(name: str) -> None:
+    # Two statements of one rule (the config is checked before anything loads, the function for callers
+    # without a config): they must agree on every boundary case.
+    allowed = RANGES[f"gradcheck.{name}"]
+    for bad, good in BAD_AND_GOOD[name]:
+        assert not allowed.admits(bad) and allowed.admits(good), (bad, good)
 
 
 def test_original_model_is_left_untouched() -> None:

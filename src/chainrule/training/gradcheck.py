@@ -21,7 +21,7 @@ from rich.table import Table
 from torch import nn
 
 from chainrule.core import console
-from chainrule.core.errors import ChainruleError
+from chainrule.core.errors import ChainruleError, ConfigError
 
 MODEL = "(model)"  # the model as a whole (the root module, whose path is "")
 LOSS = "(loss)"
@@ -114,6 +114,26 @@ def _pass_summary(report: GradcheckReport) -> str:
     return text + (f"; {kinks} checked elements sat on a kink and were left out" if kinks else "")
 
 
+# What each setting may be. config/ranges.py refuses the same values on the composed config before anything
+# loads; these refuse them for a caller that calls check_gradients directly.
+SETTINGS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "batch_size": (lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1 (samples checked)"),
+    "max_elements": (lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1 (elements per tensor)"),
+    "eps": (lambda v: 0 < v <= 1, "a finite number in (0, 1] (the finite-difference step)"),
+    "threshold": (lambda v: v > 0, "a finite number > 0 (the largest relative error that passes)"),
+    "input_jitter": (lambda v: v >= 0, "a finite number >= 0 (std of the noise added to the batch)"),
+}
+
+
+def check_settings(**settings: Any) -> None:
+    """Raise ConfigError for the first of `settings` (names of SETTINGS) that no check could use."""
+    for name, value in settings.items():
+        allowed, rule = SETTINGS[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (number and allowed(value)):
+            raise ConfigError(f"gradcheck.{name}={value!r} is not valid: use {rule}")
+
+
 @dataclass(frozen=True)
 class _Sampling:
     max_elements: int
@@ -149,13 +169,15 @@ def check_gradients(
     Tensors with more than `max_elements` elements are checked on a random sample of that many (from
     `seed`). A tensor's relative error is its largest absolute error divided by its largest gradient entry,
     so near-zero entries do not turn rounding noise into failures. Elements on a kink are left out and
-    counted; a tensor with nothing left to judge fails.
+    counted; a tensor with nothing left to judge fails. Raises ConfigError for settings no check can use.
     """
-    sampling = _Sampling(max_elements, eps, threshold, torch.Generator().manual_seed(seed))
+    check_settings(batch_size=batch_size, max_elements=max_elements, eps=eps, threshold=threshold,
+                   input_jitter=input_jitter)
+    sampling = _Sampling(int(max_elements), eps, threshold, torch.Generator().manual_seed(seed))
     model = copy.deepcopy(model).to(torch.float64).eval()
     if isinstance(loss, nn.Module):
         loss = copy.deepcopy(loss).to(torch.float64).eval()
-    x, y = _batch(inputs, targets, batch_size, input_jitter, sampling.generator)
+    x, y = _batch(inputs, targets, int(batch_size), input_jitter, sampling.generator)
     calls, output = _record_calls(model, x)
     rows = [row for call in calls for row in _check_module(call, sampling)]
     loss_rows, loss_value = _check_loss(loss, output, x if y is None else y, sampling)
