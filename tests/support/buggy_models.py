@@ -28,9 +28,10 @@ class BuggyLinear(nn.Linear):
 
 
 class BuggyMLP(MLP):
-    """chainrule's MLP (same config keys) with the second block's linear layer replaced by a BuggyLinear."""
+    """chainrule's MLP (same config keys) with the second block's linear layer replaced by a BuggyLinear: its
+    weight gradient is wrong, its input and bias gradients are right."""
 
-    BUGGY_LAYER = "blocks.1.linear"
+    BUGGY_MODULE = "blocks.1.linear"
 
     def __init__(self, input_shape: tuple[int, ...], num_outputs: int, **kwargs):
         super().__init__(input_shape, num_outputs, **kwargs)
@@ -38,3 +39,35 @@ class BuggyMLP(MLP):
         buggy = BuggyLinear(good.in_features, good.out_features)
         buggy.load_state_dict(good.state_dict())
         self.blocks[1].linear = buggy
+
+
+class WrongBackwardTanh(torch.autograd.Function):
+    """tanh, whose backward returns WRONG_FACTOR x the true gradient: a parameter-free layer's bug."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return WRONG_FACTOR * grad_out * (1 - y * y)
+
+
+class BuggyTanh(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return WrongBackwardTanh.apply(x)
+
+
+class BuggyActivationMLP(MLP):
+    """chainrule's MLP (same config keys) with the second block's activation, between the block's linear
+    layer and the head, replaced by a BuggyTanh. The error reaches the gradients of every layer before it
+    (blocks.0.linear, blocks.1.linear) and of the input; the layers themselves are right."""
+
+    BUGGY_MODULE = "blocks.1.act"
+
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, **kwargs):
+        super().__init__(input_shape, num_outputs, **kwargs)
+        self.blocks[1].act = BuggyTanh()
