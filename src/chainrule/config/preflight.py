@@ -12,9 +12,9 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from chainrule.config.groups import config_dir
-from chainrule.config.ranges import check_ranges
 from chainrule.config.run_record import check_run_dir
 from chainrule.core.errors import ConfigError
+from chainrule.core.ranges import check_ranges
 from chainrule.launch.run_id import pinned_run_id
 
 

@@ -21,7 +21,8 @@ from rich.table import Table
 from torch import nn
 
 from chainrule.core import console
-from chainrule.core.errors import ChainruleError, ConfigError
+from chainrule.core.errors import ChainruleError
+from chainrule.core.ranges import check_value
 
 MODEL = "(model)"  # the model as a whole (the root module, whose path is "")
 LOSS = "(loss)"
@@ -114,24 +115,12 @@ def _pass_summary(report: GradcheckReport) -> str:
     return text + (f"; {kinks} checked elements sat on a kink and were left out" if kinks else "")
 
 
-# What each setting may be. config/ranges.py refuses the same values on the composed config before anything
-# loads; these refuse them for a caller that calls check_gradients directly.
-SETTINGS: dict[str, tuple[Callable[[float], bool], str]] = {
-    "batch_size": (lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1 (samples checked)"),
-    "max_elements": (lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1 (elements per tensor)"),
-    "eps": (lambda v: 0 < v <= 1, "a finite number in (0, 1] (the finite-difference step)"),
-    "threshold": (lambda v: v > 0, "a finite number > 0 (the largest relative error that passes)"),
-    "input_jitter": (lambda v: v >= 0, "a finite number >= 0 (std of the noise added to the batch)"),
-}
-
-
 def check_settings(**settings: Any) -> None:
-    """Raise ConfigError for the first of `settings` (names of SETTINGS) that no check could use."""
+    """Raise ConfigError for the first of `settings` that no check could use: the ranges of the
+    `gradcheck.*` keys, which the config is checked against before anything loads, hold for a caller
+    without a config too."""
     for name, value in settings.items():
-        allowed, rule = SETTINGS[name]
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not (number and allowed(value)):
-            raise ConfigError(f"gradcheck.{name}={value!r} is not valid: use {rule}")
+        check_value(f"gradcheck.{name}", value)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The values a config key may take, checked on the composed config before anything heavy loads.
+"""The values a config key may take, checked on the composed config before anything heavy loads, and by
+code that takes the same values without a config (chainrule.training.gradcheck).
 
 Types are checked against the constructors themselves (chainrule.config.validation), which needs their
 modules and so torch. Ranges are kept here instead, by config key, so that a learning rate of 0 or a
@@ -113,12 +114,16 @@ def _present(cfg: DictConfig, key: str) -> Iterator[Any]:
     yield node
 
 
+def check_value(key: str, value: Any) -> None:
+    """Raise ConfigError when `value` is outside the range of `key` (a key of RANGES)."""
+    allowed = RANGES[key]
+    if not allowed.admits(value):
+        example = f", e.g. {allowed.example}" if allowed.example else ""
+        raise ConfigError(f"{key}={value!r} is not valid: use {allowed.describe()}{example}")
+
+
 def check_ranges(cfg: DictConfig) -> None:
     """Raise ConfigError for the first key of RANGES whose value in `cfg` is out of its range."""
-    for key, allowed in RANGES.items():
+    for key in RANGES:
         for value in _present(cfg, key):
-            if isinstance(value, (DictConfig, ListConfig)):
-                value = OmegaConf.to_container(value)
-            if not allowed.admits(value):
-                example = f", e.g. {allowed.example}" if allowed.example else ""
-                raise ConfigError(f"{key}={value!r} is not valid: use {allowed.describe()}{example}")
+            check_value(key, OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value)
