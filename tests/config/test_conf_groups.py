@@ -50,7 +50,7 @@ def test_option_trains(group: str, option: str, compose_train, data_dir: Path) -
     before = [p.detach().clone() for p in task.parameters()]
     trainer = builders.build_trainer(cfg, callbacks=[], loggers=[])
     trainer.fit(task, datamodule=datamodule)
-    train_loss = trainer.callback_metrics["train/loss"]
+    train_loss = trainer.callback_metrics["train/loss_step"]
     trainer.test(task, datamodule=datamodule)
 
     assert trainer.global_step == 3

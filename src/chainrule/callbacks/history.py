@@ -10,8 +10,6 @@ from typing import Any
 
 import lightning as L
 
-from chainrule.callbacks.to_loggers import logging_step
-
 
 class LoggerHistory(L.Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -22,7 +20,9 @@ class LoggerHistory(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.ckpt_path is None:  # a fresh start: nothing to rewind
             return
-        step = logging_step(trainer)
+        # The step the resumed run logs its first batch at: the optimizer steps taken (Lightning brings its
+        # own step count in line only when the epoch starts, after this hook).
+        step = trainer.global_step
         for logger in trainer.loggers:
             rewind = getattr(logger, "rewind", None)
             if rewind is not None:

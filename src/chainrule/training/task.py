@@ -64,6 +64,11 @@ class Task(L.LightningModule):
         # Evaluation losses as metrics: torchmetrics sums losses and sample counts over all processes,
         # where Lightning's sync_dist would average the counts in integers (wrong for uneven shards).
         self.eval_losses = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+        # The training epoch's running loss and metrics travel in every checkpoint (persistent states),
+        # so that a run resumed mid-epoch reports the epoch averages an uninterrupted run reports.
+        self.train_loss = MeanMetric()
+        self.train_loss.persistent(True)
+        self.train_metrics.persistent(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -79,8 +84,10 @@ class Task(L.LightningModule):
         metrics.update(output.detach(), target)
         if split == "train":
             # Synced: under DDP the logged loss is the global batch's, as one process would log it.
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True,
                      batch_size=len(x))
+            self.train_loss.update(loss.detach(), weight=len(x))
+            self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         else:
             self.eval_losses[split].update(loss.detach(), weight=len(x))
             self.log(f"{split}/loss", self.eval_losses[split], on_step=False, on_epoch=True, prog_bar=True)
