@@ -45,7 +45,7 @@ from chainrule.loggers.wandb import finish_active_run
 # Callbacks that only print or act between epochs, kept out of all variants.
 QUIET = [
     *(f"callbacks.{name}=null" for name in
-      ("rich_progress_bar", "model_summary", "early_stopping", "checkpoints", "metric_plots")),
+      ("progress", "early_stopping", "checkpoints", "metric_plots")),
     # ++: set whether or not conf/trainer declares the key
     *(f"++trainer.{key}" for key in
       ("enable_checkpointing=false", "enable_progress_bar=false", "enable_model_summary=false",

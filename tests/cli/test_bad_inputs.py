@@ -168,7 +168,7 @@ def test_bad_input_gives_one_clear_message(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("argv", "code"),
-    [(["model=transformer"], 2), (["optim.lr=-0.01"], 1)],
+    [(["model=transformer"], 2), (["optim.betas=[1.5,0.9]"], 2)],
     ids=["before-hydra", "inside-the-app"],
 )
 def test_cli_exit_code_and_full_error_switch(tmp_path: Path, argv: list[str], code: int) -> None:
@@ -176,7 +176,7 @@ def test_cli_exit_code_and_full_error_switch(tmp_path: Path, argv: list[str], co
     plain = run_cli("chainrule-train", *args, cwd=tmp_path)
     assert plain.returncode == code
     assert "Traceback" not in plain.stderr and (
-        "unknown model" in plain.stderr or "Invalid learning rate" in plain.stderr
+        "unknown model" in plain.stderr or "Invalid beta parameter" in plain.stderr
     )
     full = run_cli("chainrule-train", *args, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert full.returncode != 0

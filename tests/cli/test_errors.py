@@ -59,4 +59,4 @@ def test_corrupt_checkpoint(tmp_path: Path) -> None:
     torch.save({"state_dict": {}}, corrupt)
     corrupt.write_bytes(corrupt.read_bytes()[:40])
     result = run_cli("chainrule-eval", f"ckpt_path={corrupt}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    assert_clean_failure(result, "cannot read checkpoint", "corrupt.ckpt")
+    assert_clean_failure(result, "the checkpoint is damaged (truncated or corrupt)", "corrupt.ckpt")

@@ -24,14 +24,14 @@ def no_runs_dir() -> Path:
 def test_saved_overrides_come_first_and_given_ones_win(tmp_path: Path) -> None:
     run_dir = run_dir_with(
         tmp_path,
-        ["data=synthetic", "trainer.max_epochs=4", "~callbacks.rich_progress_bar", "trainer.plugins.0.write_delay_s=4"],
+        ["data=synthetic", "trainer.max_epochs=4", "~callbacks.progress", "trainer.plugins.0.write_delay_s=4"],
     )
     argv = ["--cfg", "job", f"resume={run_dir}", "trainer.max_epochs=8", "trainer.plugins.0.write_delay_s=0"]
     assert resume_arguments(argv, no_runs_dir) == [
         "--cfg",
         "job",
         "data=synthetic",
-        "~callbacks.rich_progress_bar",
+        "~callbacks.progress",
         f"resume='{run_dir}'",
         f"hydra.run.dir='{run_dir}'",
         "trainer.max_epochs=8",
@@ -41,7 +41,7 @@ def test_saved_overrides_come_first_and_given_ones_win(tmp_path: Path) -> None:
 
 def test_expanding_again_adds_nothing(tmp_path: Path) -> None:
     """Lightning starts rank 1 with rank 0's expanded command line, after the run recorded its overrides."""
-    run_dir = run_dir_with(tmp_path, ["data=synthetic", "~callbacks.rich_progress_bar"])
+    run_dir = run_dir_with(tmp_path, ["data=synthetic", "~callbacks.progress"])
     first = resume_arguments([f"resume={run_dir}"], no_runs_dir)
     (run_dir / ".hydra" / "overrides.yaml").write_text(
         yaml.safe_dump([a for a in first if not a.startswith(("hydra.", "resume="))])

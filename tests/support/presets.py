@@ -2,7 +2,7 @@
 A folder's own presets (a sweep trial, a quick W&B run, ...) stay in that folder."""
 
 # No progress bar redrawn over the console output that a test reads.
-NO_PROGRESS_BARS = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
+NO_PROGRESS_BARS = ["callbacks.progress=null", "trainer.enable_progress_bar=false"]
 # ... and no model summary table either.
 QUIET_CONSOLE = [*NO_PROGRESS_BARS, "trainer.enable_model_summary=false"]
 

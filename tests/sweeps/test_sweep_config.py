@@ -87,7 +87,7 @@ def test_pruning_callback_gets_the_chosen_pruner_and_is_idle_outside_a_sweep(pru
 def test_unknown_preset_lists_the_presets():
     expected = "unknown hparams_search 'nope'; choose one of: " + ", ".join(PRESETS)
     with pytest.raises(ConfigError, match=expected):
-        check_group_choices(["hparams_search=nope"], config_dir())
+        check_group_choices(["hparams_search=nope"])
 
 
 def test_wandb_sweep_example_passes_hydra_overrides_to_chainrule_train():

@@ -152,7 +152,7 @@ class Checkpoints(Checkpoint):
             removed += [n for _, n in dropped if n != name]
         # The state saved below already lists the new files: a resume from it knows them.
         first, *others = names
-        trainer.save_checkpoint(self.dirpath / first)
+        trainer.save_checkpoint(self.dirpath / first, weights_only=False)
         if trainer.is_global_zero:
             for name in others:
                 _link_or_copy(self.dirpath / first, self.dirpath / name)

@@ -73,7 +73,7 @@ class SignalCheckpoint(L.Callback):
     def _save_and_exit(self, trainer: L.Trainer) -> None:
         signum = self.received or signal.SIGTERM
         path = self.dirpath / f"{self.filename}.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         console.say(f"{signal.Signals(signum).name} received: saved {path} at step {trainer.global_step}; "
                     f"continue with: chainrule-train resume={trainer.default_root_dir}")
         raise Interrupted(signum)

@@ -16,19 +16,18 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """
     from chainrule.checkpointing.discovery import checkpoint_to_use
     from chainrule.checkpointing.io import load_run_config
-    from chainrule.cli.reporting import print_results, route_lightning_logs_through_root
+    from chainrule.cli.reporting import logger_hints, print_results
     from chainrule.config import builders
-
-    route_lightning_logs_through_root()
 
     checkpoint = checkpoint_to_use(cfg.ckpt_path, cfg.paths.log_dir)
     run_cfg = OmegaConf.create(load_run_config(checkpoint))
     datamodule = builders.build_datamodule(run_cfg)
     task = builders.build_task(run_cfg, datamodule)
     trainer = builders.build_trainer(cfg, callbacks=[], loggers=builders.build_loggers(cfg))
-    trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint))
+    trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    print_results("test", metrics, {"checkpoint": checkpoint, "run directory": cfg.paths.output_dir})
+    print_results("test", metrics, {"checkpoint": checkpoint, "run directory": cfg.paths.output_dir},
+                  logger_hints(trainer))
     return metrics
 
 

@@ -1,5 +1,7 @@
 """`chainrule-train`: compose the config, build data, task and trainer, then fit and test."""
 
+import time
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,16 +22,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import torch
 
     from chainrule.checkpointing.discovery import finished
-    from chainrule.cli.reporting import print_config_tree, print_results, route_lightning_logs_through_root
+    from chainrule.cli.reporting import print_config_tree, print_header, print_summary
     from chainrule.config import builders
     from chainrule.config.validation import check_one_step, check_targets
     from chainrule.training import fitting
 
-    route_lightning_logs_through_root()
+    started = time.monotonic()
     shown = OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True)))  # what is printed and logged
-    print_config_tree(shown)
+    if cfg.print_config:
+        print_config_tree(shown)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)
     check_targets(cfg, datamodule)
     task = builders.build_task(cfg, datamodule)
@@ -37,6 +40,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = builders.build_trainer(cfg, builders.build_callbacks(cfg), builders.build_loggers(cfg))
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(shown))
+    print_header(cfg, datamodule, task, trainer)
 
     tuner = builders.build_tuner(cfg)
     if tuner is not None:
@@ -48,16 +52,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     best = fitting.best_checkpoint(trainer, cfg.paths.output_dir)
     if cfg.test:
-        trainer.test(task, datamodule=datamodule, ckpt_path=best or cfg.ckpt_path)
+        trainer.test(task, datamodule=datamodule, ckpt_path=best or cfg.ckpt_path, verbose=False)
         metrics.update(trainer.callback_metrics)
 
     metrics = {name: float(value) for name, value in metrics.items()}
-    print_results(
-        "results",
-        {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))},
-        {"training stopped": (finished(cfg.paths.output_dir) or {}).get("stopped"),
-         "run directory": cfg.paths.output_dir, "best checkpoint": best},
-    )
+    print_summary(cfg, trainer, metrics, started, (finished(cfg.paths.output_dir) or {}).get("stopped"), best)
     return metrics
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -53,13 +53,12 @@ def build_task(cfg: DictConfig, datamodule: InMemoryDataModule) -> Task:
     )
 
 
-SWITCHED_CALLBACKS = {"enable_progress_bar": ProgressBar, "enable_model_summary": ModelSummary,
-                      "enable_checkpointing": Checkpoint}
+SWITCHED_CALLBACKS = {"enable_progress_bar": ProgressBar, "enable_checkpointing": Checkpoint}
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    # `trainer.enable_progress_bar/enable_model_summary/enable_checkpointing=false` are the switches users
+    # `trainer.enable_progress_bar/enable_checkpointing=false` are the switches users
     # reach for; Lightning refuses them while such a callback is configured, so they win over the group.
     switched_off = tuple(kind for switch, kind in SWITCHED_CALLBACKS.items() if not cfg.trainer.get(switch, True))
     callbacks = [c for c in callbacks if not isinstance(c, switched_off)]

@@ -12,15 +12,16 @@ from typing import TypeVar
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from chainrule.config.groups import BUILT_GROUPS, check_group_choices, config_dir
+from chainrule.config.command_line import quote_paths
+from chainrule.config.groups import BUILT_GROUPS, check_group_choices
 from chainrule.config.preflight import compose_job, preflight
 from chainrule.config.resume_args import resume_arguments
 from chainrule.config.run_record import record_run
 from chainrule.core import console
 from chainrule.core.errors import ChainruleError, ConfigError
-from chainrule.core.secrets import redact_argv, redact_logging
+from chainrule.core.secrets import redact_argv, redact_logging, remember_config_secrets
 from chainrule.launch.console import prefix_console
 from chainrule.launch.detect import detect_launch
 from chainrule.launch.local_ranks import on_all_ranks
@@ -69,9 +70,11 @@ def _is_misconfiguration(error: BaseException | None) -> bool:
     return any(c.__name__ == "MisconfigurationException" for c in type(error).__mro__) if error else False
 
 
-def protect_secrets() -> None:
-    """Keep secrets out of this run's log file and the command line that loggers record (the run's
-    record is written without them: chainrule.config.run_record)."""
+def protect_secrets(cfg: DictConfig) -> None:
+    """Keep secrets out of this run's log file and the command line that loggers record, and make the
+    values of `cfg`'s secret-named keys known to every later redaction (the run's record, checkpoints,
+    logged hyperparameters, the console)."""
+    remember_config_secrets(OmegaConf.to_container(cfg, resolve=True))
     redact_logging()
     redact_argv()
 
@@ -85,7 +88,8 @@ def execute(fn: Callable[[DictConfig], T], cfg: DictConfig, required: Sequence[s
     one `chainrule: error:` line (in a multirun, the job fails and the sweep goes on)."""
     try:
         with user_errors():
-            protect_secrets()
+            protect_secrets(cfg)
+            console.quiet_libraries()
             # Imported here: `--help`, `--cfg` and command-line errors answer without loading torch.
             from chainrule.config.validation import validate
             from chainrule.loggers.wandb import finishing_wandb_run
@@ -111,8 +115,9 @@ def run(app: Callable[[], object], config_name: str, argv: list[str] | None = No
     launch = detect_launch()
     prefix_console(launch.rank)
     try:
-        check_group_choices(argv, config_dir())
+        check_group_choices(argv)
         # Hydra (and Lightning, when it starts more ranks) read sys.argv itself.
+        argv = quote_paths(argv)
         sys.argv[1:] = argv = resume_arguments(argv, lambda: compose_job(config_name, argv).paths.runs_dir)
         if not any(a.startswith("-") for a in argv):  # not --help, --cfg or a multirun: one run
             for key in required:

@@ -15,24 +15,51 @@ CONFIG_DIR_ENV = "CHAINRULE_CONFIG_DIR"
 BUILT_GROUPS = ("data", "model", "task", "loss", "optim", "scheduler", "trainer")
 
 
+# The user's own options: `./conf/` where a command starts, and this variable's folder.
+USER_CONFIG_DIR = "conf"
+
+
 def config_dir() -> Path:
-    """`$CHAINRULE_CONFIG_DIR` when set (e.g. a config tree mounted into a container), else `conf/` inside
-    an installed wheel, else the repository's `conf/` (editable/source checkout)."""
-    if os.environ.get(CONFIG_DIR_ENV):
-        return Path(os.environ[CONFIG_DIR_ENV]).resolve()
+    """chainrule's own config tree: `conf/` inside an installed wheel, else the repository's `conf/`
+    (editable/source checkout)."""
     packaged = Path(__file__).parents[1] / "conf"
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "conf"
 
 
-def config_groups(conf: Path | None = None) -> list[str]:
-    """Every config group a command line can choose from (a folder of YAML options in the config tree),
+def user_config_dirs() -> list[Path]:
+    """The folders of the user's own options, searched before chainrule's tree: `$CHAINRULE_CONFIG_DIR`
+    (e.g. a site's configs, or a tree mounted into a container), then `./conf` (a project's own)."""
+    found = [Path(os.environ[CONFIG_DIR_ENV]) if os.environ.get(CONFIG_DIR_ENV) else None, Path(USER_CONFIG_DIR)]
+    dirs = [folder.resolve() for folder in found if folder is not None and folder.is_dir()]
+    return [folder for i, folder in enumerate(dirs) if folder != config_dir().resolve() and folder not in dirs[:i]]
+
+
+def config_dirs() -> list[Path]:
+    """Every config tree a command composes from, the first found winning: the user's, then chainrule's."""
+    return [*user_config_dirs(), config_dir()]
+
+
+def config_groups() -> list[str]:
+    """Every config group a command line can choose from (a folder of YAML options in a config tree),
     the built ones first; Hydra's own settings (`hydra/`) are not among them."""
-    conf = config_dir() if conf is None else conf
-    found = sorted(p.name for p in conf.iterdir() if p.is_dir() and any(p.glob("*.yaml")) and p.name != "hydra")
+    found = sorted({p.name for conf in config_dirs() for p in conf.iterdir()
+                    if p.is_dir() and any(p.glob("*.yaml")) and p.name != "hydra"})
     return [g for g in BUILT_GROUPS if g in found] + [g for g in found if g not in BUILT_GROUPS]
 
 
-def check_group_choices(overrides: list[str], conf: Path) -> None:
+def group_options(group: str) -> list[str]:
+    """The options of a config group: its YAML files in every config tree (not those of subfolders)."""
+    return sorted({p.stem for conf in config_dirs() for p in (conf / group).glob("*.yaml")})
+
+
+def groups_help(*only: str) -> str:
+    """`group: option, option, ...` for every config group (or those named), one line each, for `--help`."""
+    groups = [g for g in config_groups() if not only or g in only]
+    width = max(map(len, groups), default=0)
+    return "\n".join(f"  {group:<{width}}  {', '.join(group_options(group))}" for group in groups)
+
+
+def check_group_choices(overrides: list[str]) -> None:
     """Fail on `group=option` overrides naming an option that has no YAML file, listing the valid ones.
 
     Hydra reports this too, but only after composing and over several lines; this check is one line.
@@ -43,11 +70,10 @@ def check_group_choices(overrides: list[str], conf: Path) -> None:
         return  # Hydra reports malformed overrides itself
     for override in parsed:
         group = override.key_or_group
-        folder = conf / group
-        if override.is_delete() or not folder.is_dir() or group.startswith("hydra"):
+        if override.is_delete() or group.startswith("hydra") or not any((c / group).is_dir() for c in config_dirs()):
             continue
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-        choices = sorted(p.stem for p in folder.glob("*.yaml"))
+        choices = group_options(group)
         for value in values:
             if isinstance(value, str) and value not in choices and value != "null":
                 raise unknown_choice(group.replace("/", "."), value, choices)

@@ -1,7 +1,8 @@
 """The resolvers chainrule's config tree uses besides Hydra's: `${run_dir:<parent>,<time format>}` names (and
 creates) a run directory (chainrule.launch.run_id), `${cwd:}` is the directory the command was started from, and
 `${quick:<value>,<quick value>}` is the second value when CHAINRULE_QUICK is set (README: "Try a command
-quickly"): a few batches per epoch, a few trials per sweep.
+quickly"): a few batches per epoch, a few trials per sweep; `${groups_help:}` lists the config groups and
+their options for `--help`.
 
 `${cwd:}` rather than Hydra's `${hydra:runtime.cwd}`: a multirun resolves its sweep directory (which
 names paths.log_dir) before Hydra sets its runtime values, and a config composed outside a Hydra app
@@ -13,6 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from chainrule.config.groups import groups_help
 from chainrule.launch.run_id import new_run_dir
 
 #: Set (to anything but 0) to try any command quickly: see README.md.
@@ -31,3 +33,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("cwd", os.getcwd)
     if not OmegaConf.has_resolver("quick"):
         OmegaConf.register_new_resolver("quick", quick)
+    if not OmegaConf.has_resolver("groups_help"):
+        OmegaConf.register_new_resolver("groups_help", groups_help)

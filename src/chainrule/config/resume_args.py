@@ -8,6 +8,7 @@ Lightning load.
 from collections.abc import Callable
 from pathlib import Path
 
+from chainrule.config.command_line import quote, unquote
 from chainrule.config.run_record import conflicts, override_key, saved_overrides
 from chainrule.core.errors import CheckpointError, ConfigError
 
@@ -21,7 +22,7 @@ def resume_arguments(argv: list[str], runs_dir: Callable[[], Path]) -> list[str]
     given = [a for a in argv if a.startswith("resume=")]
     if not given or given[-1] in ("resume=", "resume=null"):
         return argv
-    value = _unquote(given[-1].split("=", 1)[1])
+    value = unquote(given[-1].split("=", 1)[1])
     if any(a in ("-m", "--multirun") for a in argv):
         raise ConfigError("resume= continues one run; it cannot be combined with --multirun")
     run_dir = latest_run(runs_dir()) if value == LATEST else Path(value).expanduser().resolve()
@@ -50,7 +51,7 @@ def resume_arguments(argv: list[str], runs_dir: Callable[[], Path]) -> list[str]
         )
     # Quoted for Hydra, so that any path (spaces, quotes, any script) is one value. Kept next to the
     # user's own overrides: argparse takes overrides only as one contiguous group.
-    return [*argv[:at], *kept, f"resume={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}",
+    return [*argv[:at], *kept, f"resume={quote(str(run_dir))}", f"hydra.run.dir={quote(str(run_dir))}",
             *argv[at + 1:]]
 
 
@@ -61,14 +62,3 @@ def latest_run(runs_dir: Path) -> Path:
         raise CheckpointError(f"resume=latest: {runs_dir} holds no run yet; train one first, or pass "
                               f"resume=<run dir>")
     return max(runs, key=lambda p: (p / ".hydra" / "overrides.yaml").stat().st_mtime_ns).resolve()
-
-
-def _quote(value: str) -> str:
-    """`value` as one quoted Hydra override value (Hydra's grammar escapes quotes with a backslash)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1].replace("\\" + value[0], value[0]).replace("\\\\", "\\")
-    return value

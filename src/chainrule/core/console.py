@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -84,3 +85,37 @@ def render(renderable: Any) -> str:
     console = Console(file=io.StringIO(), width=max(20, width), color_system=None, highlight=False)
     console.print(renderable)
     return console.file.getvalue().rstrip("\n")
+
+
+# Messages that libraries print during a run and that tell a person nothing they can act on (chainrule
+# says what matters itself: the devices in its header, where it resumes from, why training stopped).
+SILENCED_WARNINGS = (
+    r"The `srun` command is available on your system",  # chainrule detects SLURM launches itself
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # inside Lightning's own code
+    r"`weights_only` was not set",  # chainrule's checkpoint reader always loads weights only
+    r"Experiment logs directory .* exists and is not empty",  # the CSV logger continues a resumed run
+    r"Trainer already configured with model summary callbacks",
+    r"You're resuming from a checkpoint that ended before the epoch ended",  # the data resumes itself
+    r".*does not have many workers which may be a bottleneck",  # in-memory data needs none
+)
+# Loggers whose informational lines (GPU/TPU availability, seeds, tips, "Restoring states ...") repeat
+# what chainrule's header and summary say.
+INFO_ONLY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                     "lightning.fabric.utilities.seed", "lightning.pytorch.utilities.seed")
+
+
+def quiet_libraries() -> None:
+    """Silence the library messages above, and let Lightning's remaining ones reach the console and the
+    run's log file once: Lightning gives its logger a console handler of its own *and* lets records
+    propagate to the root logger, which Hydra configures."""
+    for pattern in SILENCED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in INFO_ONLY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if logging.getLogger().handlers:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            library_logger = logging.getLogger(name)
+            for handler in list(library_logger.handlers):
+                if type(handler) is logging.StreamHandler:
+                    library_logger.removeHandler(handler)

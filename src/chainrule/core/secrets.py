@@ -1,12 +1,12 @@
-"""Keeping secrets out of what a run writes: configs, logs, checkpoints, hyperparameters.
+"""Keeping secrets out of what a run writes: configs, logs, checkpoints, hyperparameters, command lines.
 
 A secret is the value of a config key whose name says it is one (`logger.mlflow.api_key`, `token`,
-`password`), or the value of an environment variable whose name says it is one (`WANDB_API_KEY`, `HF_TOKEN`,
-`AWS_SECRET_ACCESS_KEY`, `DB_PASSWORD`, ...). Such values reach a run's files through the config (an
-`${oc.env:...}` interpolation, or the value typed on the command line). Wherever chainrule writes or
-prints the config they are replaced: by `<secret $NAME>` in checkpoints, logged hyperparameters and
-logs, and by `${oc.env:NAME}` in Hydra's saved config files, so that composing those again (as
-`resume=<run dir>` does) reads the value from the environment instead of the file.
+`password`), or the value of an environment variable whose name says it is one (`WANDB_API_KEY`,
+`HF_TOKEN`, `AWS_SECRET_ACCESS_KEY`, `DB_PASSWORD`, ...). Wherever chainrule writes or prints the config,
+a logger records the command line, or a log line passes, these values are replaced: a config secret by
+`<redacted>`; an environment secret by `<secret $NAME>`, or by `${oc.env:NAME}` where the text is
+composed again later (the run's record, the command line), so that a resumed run reads the value from the
+environment instead of a file.
 """
 
 import logging
@@ -22,29 +22,12 @@ SECRET_NAME = re.compile(
 # Shorter values ("1", "true") are too common to replace everywhere they occur.
 MIN_SECRET_LENGTH = 6
 
-
-def secrets_in_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """{value: name} of the environment's secret values, longest first (so no secret is half-replaced)."""
-    environ = os.environ if environ is None else environ
-    found = {
-        value: name
-        for name, value in environ.items()
-        if SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH
-    }
-    return dict(sorted(found.items(), key=lambda item: -len(item[0])))
-
-
 SHOWN = "<secret ${name}>"
 COMPOSABLE = "${{oc.env:{name}}}"
-
-
-def redact_text(text: str, secrets: Mapping[str, str] | None = None, template: str = SHOWN) -> str:
-    for value, name in (secrets_in_environment() if secrets is None else secrets).items():
-        text = text.replace(value, template.format(name=name))
-    return text
-
-
 REDACTED = "<redacted>"
+
+# Values of secret-named config keys of this process's run: {value: key} (see remember_config_secrets).
+_config_secrets: dict[str, str] = {}
 
 
 def is_secret_key(key: str) -> bool:
@@ -52,36 +35,69 @@ def is_secret_key(key: str) -> bool:
     return any(SECRET_NAME.search(part) for part in str(key).split("."))
 
 
-def redact(obj: Any, secrets: Mapping[str, str] | None = None) -> Any:
+def secrets_in_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{value: name} of the environment's secret values."""
+    environ = os.environ if environ is None else environ
+    return {value: name for name, value in environ.items()
+            if SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH}
+
+
+def remember_config_secrets(config: Any, prefix: str = "") -> None:
+    """Note the values of `config`'s secret-named keys (a plain nested dict), so that every later
+    redaction in this process finds them in any text, as it finds the environment's."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            name = f"{prefix}{key}"
+            if is_secret_key(str(key)) and isinstance(value, (str, int)) and len(str(value)) >= MIN_SECRET_LENGTH:
+                _config_secrets[str(value)] = name
+            else:
+                remember_config_secrets(value, f"{name}.")
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            remember_config_secrets(value, prefix)
+
+
+def known_secrets() -> dict[str, str]:
+    """{value: template} for every secret this process knows, longest first (none is half-replaced)."""
+    known = {value: REDACTED for value in _config_secrets}
+    known.update({value: name for value, name in secrets_in_environment().items()})
+    return dict(sorted(known.items(), key=lambda item: -len(item[0])))
+
+
+def redact_text(text: str, template: str = SHOWN) -> str:
+    """`text` with every known secret replaced: an environment one by `template` (formatted with its
+    variable's name), a config one by `<redacted>`."""
+    for value, name in known_secrets().items():
+        text = text.replace(value, REDACTED if name == REDACTED else template.format(name=name))
+    return text
+
+
+def redact(obj: Any, template: str = SHOWN) -> Any:
     """A copy of nested dicts/lists/tuples without secrets: every value under a secret-named key is
-    `<redacted>`, and every secret of the environment inside a string is replaced."""
-    secrets = secrets_in_environment() if secrets is None else secrets
+    `<redacted>`, and every known secret inside a string is replaced (see redact_text)."""
     if isinstance(obj, str):
-        return redact_text(obj, secrets) if secrets else obj
+        return redact_text(obj, template)
     if isinstance(obj, Mapping):
-        return {redact(k, secrets): REDACTED if is_secret_key(k) and v not in (None, "") else redact(v, secrets)
+        return {redact(k, template): REDACTED if is_secret_key(k) and v not in (None, "") else redact(v, template)
                 for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(redact(v, secrets) for v in obj)
+        return type(obj)(redact(v, template) for v in obj)
     return obj
 
 
 def redact_argv() -> None:
-    """Replace secrets typed on the command line by `${oc.env:NAME}` in `sys.argv`, which W&B records
-    with the run. Hydra has parsed it already; Lightning reuses it to start more ranks, which then read
-    the same value from the environment they inherit."""
-    secrets = secrets_in_environment()
-    if secrets:
-        sys.argv[1:] = [redact_text(arg, secrets, COMPOSABLE) for arg in sys.argv[1:]]
+    """Replace the secrets in `sys.argv`, which W&B records with the run, once Hydra has parsed it:
+    environment secrets by `${oc.env:NAME}` (ranks started again from it read them from the environment
+    they inherit), config secrets by `<redacted>`."""
+    sys.argv[1:] = [redact_text(arg, COMPOSABLE) for arg in sys.argv[1:]]
 
 
 class RedactingFilter(logging.Filter):
     """Removes secrets from log records before any handler (console, the run's log file) formats them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        secrets = secrets_in_environment()
-        if secrets:
-            record.msg = redact_text(record.getMessage(), secrets)
+        if known_secrets():
+            record.msg = redact_text(record.getMessage())
             record.args = None
         return True
 

@@ -77,6 +77,10 @@ class InMemoryDataModule(L.LightningDataModule):
             self._splits = self._split(self.load())
         return self._splits
 
+    def split_sizes(self) -> dict[str, int]:
+        """Samples in each split, for the run's header."""
+        return {"train": len(self.splits.train), "val": len(self.splits.val), "test": len(self.splits.test)}
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.splits.train.x.shape[1:])

@@ -20,6 +20,8 @@ def main() -> None:
     from chainrule.core import console
     from chainrule.core.errors import ChainruleError
 
+    console.quiet_libraries()
+
     # Popped so that processes this rank starts (data loader workers) do not look like ranks.
     module, _, name = os.environ.pop(ENTRY_ENV).partition(":")
     cfg = OmegaConf.create(os.environ.pop(CONFIG_ENV))

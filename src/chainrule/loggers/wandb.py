@@ -175,22 +175,41 @@ class WandbLogger(LightningWandbLogger):
         if sweep_dir is not None:
             group = group or f"{name}-{Path(sweep_dir).name}"
             name = f"{name} {job_overrides}" if job_overrides else name
+        else:  # the run directory's name is the run's id: time, SLURM job or launcher id
+            name = f"{name} {Path(save_dir).name}"
         run_id, resumed, reason = None, False, ""
         if rank_zero_only.rank == 0:  # other ranks never create a W&B run, so they need neither mode nor id
             mode, reason = choose_mode(mode, os.environ, lambda: server_reachable(base_url(os.environ)))
             if mode != "disabled":
                 run_id, resumed = stored_or_new_run_id(save_dir, os.environ)
-        settings = {**kwargs.pop("settings", {}), "x_transaction_log_flush_interval": flush_interval_s}
+        # silent: W&B's own banner, hints and sparkline summary repeat what chainrule's header and summary
+        # say (and its `wandb leet` hint does not work from where the user stands).
+        settings = {**kwargs.pop("settings", {}), "x_transaction_log_flush_interval": flush_interval_s,
+                    "silent": True}
         # `mode` goes to wandb.init: Lightning's `offline=True` would set WANDB_MODE for the whole process.
         super().__init__(save_dir=save_dir, project=project, name=name, id=run_id, tags=tags, group=group,
                          job_type=job_type, entity=entity, mode=mode, settings=settings, **kwargs)
+        self._wandb_init.pop("anonymous", None)  # Lightning passes it; W&B warns that it is gone
         self._watch = watch
         self._watch_log_freq = watch_log_freq
         self._watched = False
-        if run_id is not None:
-            log.info("W&B %s (%s); %s run %s", mode, reason, "resuming" if resumed else "new", run_id)
-        elif rank_zero_only.rank == 0:
-            log.info("W&B disabled (%s)", reason)
+        self._description = (f"W&B {mode}, {'resumed' if resumed else 'new'} run {run_id} ({reason})"
+                             if run_id is not None else f"W&B disabled ({reason})")
+
+    def describe(self) -> str:
+        """How this run logs to W&B, in a few words for the run's header."""
+        return self._description
+
+    def finish_hint(self) -> str | None:
+        """What to do with the run afterwards: the command that uploads an offline run (all its pieces,
+        when it was resumed), or the run's page."""
+        run = self._experiment  # None before the run started, and on ranks other than 0
+        if run is None or not hasattr(run, "settings"):
+            return None
+        if run.offline:
+            pieces = sorted(Path(run.settings.sync_dir).parent.glob(f"offline-run-*-{run.id}"))
+            return "upload the W&B run: " + shlex.join(["wandb", "sync", *map(str, pieces)])
+        return f"W&B run: {run.url}"
 
     @property
     @rank_zero_experiment
@@ -227,18 +246,11 @@ class WandbLogger(LightningWandbLogger):
 
 # --- the end of a job ------------------------------------------------------------------------------
 def finish_active_run(exit_code: int) -> None:
-    """Finish this process's W&B run, if any: a non-zero `exit_code` marks it failed. For an offline run,
-    log the `wandb sync` command that uploads it (all its pieces, when it was resumed)."""
+    """Finish this process's W&B run, if any: a non-zero `exit_code` marks it failed."""
     wandb = sys.modules.get("wandb")  # never imported: no run to finish
     run = getattr(wandb, "run", None)
-    if run is None:
-        return
-    offline, run_id, sync_dir = run.offline, run.id, Path(run.settings.sync_dir)
-    run.finish(exit_code=exit_code)
-    if offline:
-        pieces = sorted(sync_dir.parent.glob(f"offline-run-*-{run_id}"))  # named by start time
-        command = shlex.join(["wandb", "sync", *map(str, pieces)])
-        log.info("W&B run %s was saved offline; upload it with:\n%s", run_id, command)
+    if run is not None:
+        run.finish(exit_code=exit_code)
 
 
 @contextmanager

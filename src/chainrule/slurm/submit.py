@@ -33,7 +33,7 @@ SCRIPT_NAME = "job.sbatch"
 
 def compose_config(overrides: list[str]) -> DictConfig:
     """The submission config, composed as chainrule-train composes its own (same tree, same overrides)."""
-    check_group_choices(overrides, config_dir())
+    check_group_choices(overrides)
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # so that ${hydra:runtime.cwd} in paths resolves as in a run
