@@ -25,7 +25,7 @@ class Recorder(L.Callback):
         self.after_step: dict[int, tuple[dict, dict]] = {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        params = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        params = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
         optimizer = trainer.optimizers[0].state_dict()
         state = {
             i: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
@@ -77,7 +77,7 @@ def test_raise_stops_before_the_update_of_the_bad_step(build) -> None:
     assert trainer.global_step == NAN_STEP  # steps 0-6 were applied, step 7 was not
 
     params, optimizer_state = build.recorder.after_step[NAN_STEP]
-    for name, value in task.state_dict().items():
+    for name, value in task.model.state_dict().items():
         assert torch.equal(value, params[name]), name
     for i, state in trainer.optimizers[0].state_dict()["state"].items():
         assert int(state["step"]) == NAN_STEP
@@ -97,7 +97,7 @@ def test_skip_drops_bad_updates_counts_them_and_training_continues(build, caplog
     assert re.search(f"non-finite loss at step {NAN_STEP} .*update skipped", caplog.text)
     assert trainer.global_step == 20  # it went on to the end
     assert guard.skipped == 2 and guard.consecutive == 0
-    for name, value in task.state_dict().items():
+    for name, value in task.model.state_dict().items():
         assert torch.isfinite(value).all(), name
     # The skipped steps changed nothing: the parameters after step 8 are those after step 6.
     after_6, _ = build.recorder.after_step[NAN_STEP]

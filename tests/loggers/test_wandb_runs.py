@@ -82,7 +82,8 @@ def test_run_file_holds_git_slurm_host_and_parameter_counts(default_run: SimpleN
     assert config["run_info.slurm_job_id"] == "4242" and config["run_info.slurm_node"] == "node7"
     assert config["run_info.host"] == socket.gethostname()
     weights = torch.load(default_run.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert config["run_info.params_total"] == sum(t.numel() for t in weights.values())
+    # The model's weights (the checkpoint also holds the training epoch's running metrics)
+    assert config["run_info.params_total"] == sum(t.numel() for k, t in weights.items() if k.startswith("model."))
     assert config["run_info.params_trainable"] == config["run_info.params_total"]
 
 
@@ -103,7 +104,7 @@ def test_history_holds_train_val_metrics_lr_and_throughput(default_run: SimpleNa
 
 def test_gradient_histograms_of_every_parameter_every_n_steps(default_run: SimpleNamespace) -> None:
     weights = torch.load(default_run.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    params = [name.removeprefix("model.") for name in weights]  # named as in the task's model
+    params = [name.removeprefix("model.") for name in weights if name.startswith("model.")]  # as in the model
     for param in params:
         hists = [row for row in default_run.history if f"gradients/{param}._type" in row]
         assert all(row[f"gradients/{param}._type"] == "histogram" for row in hists)

@@ -21,7 +21,7 @@ def gradcheck(cfg: DictConfig) -> GradcheckReport:
 
     from chainrule.config import builders
 
-    L.seed_everything(cfg.seed)
+    L.seed_everything(cfg.seed, verbose=False)
     datamodule = builders.build_datamodule(cfg)
     datamodule.setup("fit")
     task = builders.build_task(cfg, datamodule)

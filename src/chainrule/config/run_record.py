@@ -98,7 +98,7 @@ def record_run(cfg: DictConfig) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     # Secret-named keys are left out above and redacted below; secrets from the environment are written
     # as `${oc.env:NAME}`, so that composing the record again reads them from the environment.
-    config = redact(OmegaConf.to_container(cfg, resolve=False), secrets={})
+    config = redact(OmegaConf.to_container(cfg, resolve=False), COMPOSABLE)
     files = {"config.yaml": OmegaConf.to_yaml(config), "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra}),
              OVERRIDES: yaml.safe_dump(given, default_flow_style=False)}
     for name, text in files.items():
