@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PYTEST_FAST := -m "not slow and not multiprocess and not slurm and not container"
 
-.PHONY: install train test test-fast test-containers clean
+.PHONY: help install train test test-fast test-containers lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 18
 
 $(INSTALLED):
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -16,7 +19,7 @@ $(INSTALLED):
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(INSTALLED)
+install: $(INSTALLED)  ## create .venv and install chainrule with its development tools
 
 train: install  ## train the default experiment (digits MLP) and print its test metrics and run directory
 	$(BIN)/chainrule-train $(ARGS)
@@ -30,5 +33,13 @@ test-fast: install  ## unit tests only (under 3 minutes)
 test-containers: install  ## build docker/Dockerfile with podman; train, eval, DDP in containers (root)
 	$(BIN)/pytest -m container tests/docker $(ARGS)
 
-clean:
+lint: install  ## ruff, the architecture contract (import-linter), hadolint on the container files
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/hadolint docker/Dockerfile docker/local/Containerfile.debian
+
+format: install  ## fix what ruff can: import order, modern syntax
+	$(BIN)/ruff check --fix src tests benchmarks
+
+clean:  ## remove run outputs of commands run from here
 	rm -rf logs outputs multirun wandb .pytest_cache

@@ -109,6 +109,6 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> str:
 
 def append_results(table: str, notes: str = "") -> None:
     versions = f"torch {torch.__version__}, lightning {L.__version__}"
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     with RESULTS.open("a") as f:
         f.write(f"\n{table}\n\n_{stamp}; {device_name()}; {versions}.{(' ' + notes) if notes else ''}_\n")

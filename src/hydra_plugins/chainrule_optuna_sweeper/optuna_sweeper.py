@@ -2,7 +2,7 @@
 only when a sweep runs (Hydra imports this module on every start). Its settings and their defaults live in
 conf/hydra/sweeper/chainrule_optuna.yaml; their meaning in chainrule.sweeps.optuna_sweep.OptunaSweep."""
 
-from typing import Any, List, Optional
+from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -15,8 +15,8 @@ class ChainruleOptunaSweeper(Sweeper):
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
-        self.hydra_context: Optional[HydraContext] = None
-        self.config: Optional[DictConfig] = None
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
         self.launcher = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -27,7 +27,7 @@ class ChainruleOptunaSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         from chainrule.sweeps.optuna_sweep import OptunaSweep
 
         assert self.hydra_context is not None and self.config is not None and self.launcher is not None
