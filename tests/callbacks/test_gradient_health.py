@@ -17,7 +17,7 @@ from tests.support.processes import ONE_THREAD, run_cli
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 QUICK = [
-    "logger=csv", "test=false", "trainer.accelerator=cpu", *QUIET_CONSOLE, "callbacks.model_summary=null",
+    "logger=csv", "test=false", "trainer.accelerator=cpu", *QUIET_CONSOLE,
     "callbacks.checkpoints=null", "callbacks.early_stopping=null", "trainer.limit_val_batches=1",
 ]
 DEEP = ["model.depth=20", "model.width=32", "model.dropout=0.0", "trainer.max_epochs=1"]

@@ -58,7 +58,7 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
 def test_default_run_without_credentials_is_offline_in_its_run_dir(default_run: SimpleNamespace) -> None:
     assert len(default_run.runs) == 1
-    assert "W&B offline (no W&B credentials" in default_run.out
+    assert re.search(r"W&B offline, new run \w+ \(no W&B credentials", default_run.out)
     assert default_run.summary["state"] == "finished" and default_run.summary["exit_code"] == 0
     # Nothing went where W&B writes by default (WANDB_DIR, the working directory).
     assert not stray_dir(default_run.tmp).exists()
@@ -214,7 +214,7 @@ def test_killed_run_resumes_the_same_wandb_run_at_the_checkpoint_step(tmp_path: 
     assert len(pieces) == 2  # one offline piece per process, both the same W&B run
     run_id = run_id_path(run_dir).read_text().strip()
     assert [run_record(p)["run_id"] for p in pieces] == [run_id, run_id]
-    assert f"resuming run {run_id}" in resumed.stdout
+    assert f"W&B offline, resumed run {run_id}" in resumed.stdout
     assert f"wandb sync {pieces[0]} {pieces[1]}\n" in resumed.stdout
 
     def train_steps(piece: Path) -> list[int]:

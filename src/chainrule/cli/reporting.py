@@ -79,8 +79,8 @@ def _data_line(name: str, datamodule: Any, cfg: DictConfig) -> str:
 
 def _logger_line(logger: Any) -> str:
     name = type(logger).__name__.removesuffix("Logger").removeprefix("Continuing")
-    describe = getattr(logger, "describe", None)
-    return describe() if callable(describe) else name
+    describe = getattr(logger, "describe", None)  # Lightning's stand-ins answer every call with None
+    return (describe() if callable(describe) else None) or name
 
 
 def _count(n: int) -> str:
@@ -116,7 +116,7 @@ def print_summary(cfg: DictConfig, trainer: L.Trainer, metrics: Mapping[str, flo
 def logger_hints(trainer: L.Trainer) -> list[str]:
     """What each logger says to do with its run afterwards (upload it, open it)."""
     hints = [getattr(logger, "finish_hint", lambda: None)() for logger in trainer.loggers]
-    return [hint for hint in hints if hint]
+    return [hint for hint in hints if isinstance(hint, str) and hint]
 
 
 def _duration(seconds: float) -> str:

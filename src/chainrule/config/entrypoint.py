@@ -95,6 +95,7 @@ def execute(fn: Callable[[DictConfig], T], cfg: DictConfig, required: Sequence[s
             from chainrule.loggers.wandb import finishing_wandb_run
 
             validate(cfg, required=BUILT_GROUPS if required is None else required)
+            console.quiet_libraries()  # again: Lightning, imported by now, adds a console handler of its own
             if detect_launch().rank == 0:
                 record_run(cfg)
             with finishing_wandb_run():

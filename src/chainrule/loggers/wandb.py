@@ -207,8 +207,7 @@ class WandbLogger(LightningWandbLogger):
         if run is None or not hasattr(run, "settings"):
             return None
         if run.offline:
-            pieces = sorted(Path(run.settings.sync_dir).parent.glob(f"offline-run-*-{run.id}"))
-            return "upload the W&B run: " + shlex.join(["wandb", "sync", *map(str, pieces)])
+            return "upload the W&B run: " + sync_command(Path(run.settings.sync_dir).parent, run.id)
         return f"W&B run: {run.url}"
 
     @property
@@ -246,11 +245,21 @@ class WandbLogger(LightningWandbLogger):
 
 # --- the end of a job ------------------------------------------------------------------------------
 def finish_active_run(exit_code: int) -> None:
-    """Finish this process's W&B run, if any: a non-zero `exit_code` marks it failed."""
+    """Finish this process's W&B run, if any: a non-zero `exit_code` marks it failed, and then the command
+    that uploads an offline run is said here (a run that ended well says it in its summary)."""
     wandb = sys.modules.get("wandb")  # never imported: no run to finish
     run = getattr(wandb, "run", None)
-    if run is not None:
-        run.finish(exit_code=exit_code)
+    if run is None:
+        return
+    offline, run_id, sync_dir = run.offline, run.id, Path(run.settings.sync_dir)
+    run.finish(exit_code=exit_code)
+    if exit_code and offline:
+        log.info("upload the W&B run: %s", sync_command(sync_dir.parent, run_id))
+
+
+def sync_command(wandb_dir: Path, run_id: str) -> str:
+    """`wandb sync` of every offline piece of run `run_id` in `wandb_dir` (one per start of a resumed run)."""
+    return shlex.join(["wandb", "sync", *map(str, sorted(wandb_dir.glob(f"offline-run-*-{run_id}")))])
 
 
 @contextmanager
