@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import mlflow
 import pytest
 import torch
 import yaml
+from mlflow.tracking import MlflowClient
 
 from chainrule.checkpointing.discovery import newest_intact_checkpoint
 from chainrule.core.errors import ConfigError
@@ -26,9 +28,6 @@ from tests.loggers.conftest import isolated_env, train
 from tests.support.interruptions import output, pause_at, start, start_resume, wait_until
 from tests.support.metrics import metric_columns
 from tests.support.presets import DETERMINISTIC_RUN, DETERMINISTIC_RUN_STEPS
-
-mlflow = pytest.importorskip("mlflow")
-from mlflow.tracking import MlflowClient  # after the skip: mlflow is an optional extra
 
 # Columns that measure time, not training: they differ between any two runs.
 TIMING = ("throughput/",)
@@ -193,17 +192,24 @@ def test_mlflow_is_imported_only_by_runs_that_use_it() -> None:
 
 @pytest.mark.slow
 def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path: Path) -> None:
-    """MLflow alone fails here (the processes race to create the tables); the logger holds a lock."""
-    uri = f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}"
-    script = ("import sys; from chainrule.loggers.mlflow import MLFlowLogger as M; "
+    """MLflow alone fails here (the processes race to create the tables); the logger holds a lock. Both
+    processes import everything first and start together, when `go` appears."""
+    uri, go = f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}", tmp_path / "go"
+    script = ("import sys, time, pathlib, mlflow; from chainrule.loggers.mlflow import MLFlowLogger as M\n"
+              "print('ready', flush=True)\n"
+              "while not pathlib.Path(sys.argv[3]).exists(): time.sleep(0.001)\n"
               "M(experiment_name='race', tracking_uri=sys.argv[1], artifact_location=None, "
               "run_dir=sys.argv[2], artifacts={}, tags=None, group=None).log_metrics({'x': 1.0}, step=0)")
-    processes = [subprocess.Popen([sys.executable, "-c", script, uri, str(tmp_path / f"run{i}")], text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(3)]
+    processes = [subprocess.Popen([sys.executable, "-c", script, uri, str(tmp_path / f"run{i}"), str(go)],
+                                  text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                 for i in range(2)]
+    for process in processes:
+        assert process.stdout.readline() == "ready\n"
+    go.touch()
     outputs = [p.communicate(timeout=120)[0] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0, 0], "\n".join(outputs)[-3000:]
-    runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("race").experiment_id])
-    assert len(runs) == 3
+    assert [p.returncode for p in processes] == [0, 0], "\n".join(outputs)[-3000:]
+    client = MlflowClient(uri)
+    assert len(client.search_runs([client.get_experiment_by_name("race").experiment_id])) == 2
 
 
 # --- real training runs ----------------------------------------------------------------------------
@@ -230,6 +236,11 @@ def test_the_run_is_one_finished_mlflow_run_named_after_its_experiment_and_run_d
     assert run.data.tags["dev"] == "" and run.data.tags["run_dir"] == str(mlflow_run.run_dir)
     # Artifacts under the log directory, beside the store.
     assert run.info.artifact_uri.startswith(str(mlflow_run.tmp / "logs" / "mlflow-artifacts" / "train"))
+    # The header names the run, the summary says how to see it.
+    uri = tracking_uri(mlflow_run.tmp)
+    assert f"MLflow, new run {run.info.run_id} (train run) in {uri}" in mlflow_run.out
+    assert f"see MLflow run {run.info.run_id} (experiment train): mlflow ui --backend-store-uri {uri}\n" \
+        in mlflow_run.out
 
 
 @pytest.mark.slow
@@ -295,6 +306,7 @@ def test_killed_after_a_checkpoint_and_resumed_continues_the_same_mlflow_run(tmp
     resumed = start_resume(run_dir)
     assert resumed.wait(timeout=300) == 0, output(run_dir)[-3000:]
     assert run_id_path(run_dir).read_text().strip() == run_id
+    assert f"MLflow, resumed run {run_id}" in output(run_dir)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     (experiment,) = [e for e in client.search_experiments() if e.name == "train"]

@@ -21,6 +21,7 @@ import importlib.util
 import inspect
 import json
 import logging
+import shlex
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ RUN_ID_FILE = "mlflow_run_id"
 RESOLVED_CONFIG = ("config", "resolved.yaml")  # artifact folder and file of the resolved config
 CHANGED_PREFIX = "changed."
 SERVER_SCHEMES = ("http", "https", "databricks")
+QUIET_LIBRARY_LOGGERS = ("mlflow.store.db.utils", "alembic")
 # MLflow's limits (mlflow.utils.validation): entities per log_batch call, characters of a param's value.
 PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000
@@ -214,6 +216,9 @@ class MLFlowLogger(LightningMLFlowLogger):
         # MLflow tags are key-value pairs; a run's tags are names, so each is a key with an empty value.
         run_tags = {**dict.fromkeys(tags or [], ""), "run_dir": str(run_dir)}
         run_tags.update({k: v for k, v in {"group": group, "job_type": job_type}.items() if v is not None})
+        # MLflow announces creating or migrating a SQLite store's tables at INFO; the header names the store.
+        for library in QUIET_LIBRARY_LOGGERS:
+            logging.getLogger(library).setLevel(logging.WARNING)
         # Only rank 0 logs (Lightning's methods are rank-zero only), so only it continues a stored run.
         run_id = stored_run_id(run_dir) if rank_zero_only.rank == 0 else None
         with store_lock(tracking_uri):  # Lightning's constructor opens the store (on every rank)
@@ -224,6 +229,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         self._artifacts = dict(artifacts or {})
         self._config: dict[str, Any] = {}  # the hyperparameters as logged, nested: the resolved config
         self._params: dict[str, str] | None = None  # the run's params, read once it is open
+        self._resumed = False
 
     @property
     @rank_zero_experiment
@@ -241,17 +247,24 @@ class MLFlowLogger(LightningMLFlowLogger):
             console.warn(f"MLflow run {stored} (in {run_id_path(self._run_dir)}) is not in "
                          f"{self._tracking_uri}; a new MLflow run starts there")
             self._run_id = None
+        if self._run_id is None:
+            self._experiment_id = self._experiment_to_use()
         client = super().experiment
-        if self._run_id == stored:
+        self._resumed = self._run_id == stored
+        if self._resumed:
             client.update_run(stored, status="RUNNING")  # a killed, failed or finished run goes on
             self._params = dict(client.get_run(stored).data.params)
-            log.info("MLflow: resuming run %s of experiment %s in %s", stored, self._experiment_name,
-                     self._tracking_uri)
         else:
             store_run_id(self._run_dir, self._run_id)
             self._params = {}
-            log.info("MLflow: new run %s (%s) of experiment %s in %s", self._run_id, self._run_name,
-                     self._experiment_name, self._tracking_uri)
+
+    def _experiment_to_use(self) -> str:
+        """The id of the experiment named `experiment_name`, created if needed (Lightning would do the
+        same, with a warning that says nothing a user must act on)."""
+        experiment = self._mlflow_client.get_experiment_by_name(self._experiment_name)
+        if experiment is not None and experiment.lifecycle_stage != "deleted":
+            return experiment.experiment_id
+        return self._mlflow_client.create_experiment(self._experiment_name, self._artifact_location)
 
     def _run_usable(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException
@@ -260,6 +273,24 @@ class MLFlowLogger(LightningMLFlowLogger):
             return self._mlflow_client.get_run(run_id).info.lifecycle_stage != "deleted"
         except MlflowException:
             return False
+
+    def describe(self) -> str:
+        """How this run logs to MLflow, in a few words for the run's header."""
+        if not self._initialized:  # ranks other than 0, or nothing logged yet
+            return f"MLflow ({self._tracking_uri})"
+        return (f"MLflow, {'resumed' if self._resumed else 'new'} run {self._run_id} ({self._run_name}) "
+                f"in {self._tracking_uri}")
+
+    def finish_hint(self) -> str | None:
+        """Where to see the run afterwards: its page on a tracking server, or the command that serves a
+        database store."""
+        if not self._initialized:
+            return None
+        if is_server(self._tracking_uri):
+            page = f"#/experiments/{self._experiment_id}/runs/{self._run_id}"
+            return f"MLflow run: {self._tracking_uri.rstrip('/')}/{page}"
+        command = shlex.join(["mlflow", "ui", "--backend-store-uri", self._tracking_uri])
+        return f"see MLflow run {self._run_id} (experiment {self._experiment_name}): {command}"
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
