@@ -3,8 +3,10 @@ metric history by step, artifacts), the same MLflow run continued after a SIGKIL
 naming, one run per DDP job; and, without training, how the logger keeps its run and rewinds a store."""
 
 import json
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -176,9 +178,17 @@ def test_runs_are_named_after_the_run_dir_or_what_a_multirun_job_changes() -> No
 def test_artifacts_of_a_server_on_this_disk_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="artifact_location=null"):
         check_store("http://mlflow.example.org:5000", str(tmp_path))
-    check_store("http://mlflow.example.org:5000", None)
-    check_store("http://mlflow.example.org:5000", "s3://bucket/runs")
     check_store(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path))
+
+
+def test_a_server_that_does_not_answer_is_refused_at_once() -> None:
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=f"the MLflow server http://127.0.0.1:{port} is not reachable"):
+        check_store(f"http://127.0.0.1:{port}", None)
+    assert time.monotonic() - started < 10  # not MLflow's minutes of retries
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from chainrule.core import console
 from chainrule.core.errors import ConfigError
-from chainrule.loggers.wandb import flatten
+from chainrule.loggers.wandb import flatten, server_reachable
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,9 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
 
 
 def check_store(tracking_uri: str, artifact_location: str | None) -> None:
-    """Refuse what cannot work before anything starts: no mlflow package, or artifacts of a tracking
-    server's experiment on this machine's disk, where the server's UI cannot show them."""
+    """Refuse what cannot work before anything starts: no mlflow package, artifacts of a tracking
+    server's experiment on this machine's disk (where the server's UI cannot show them), or a server that
+    does not answer (MLflow would retry for minutes)."""
     if importlib.util.find_spec("mlflow") is None:
         raise ConfigError("logger=mlflow needs the mlflow package: pip install 'chainrule[mlflow]' "
                           "(or choose another logger, e.g. logger=default)")
@@ -95,6 +96,9 @@ def check_store(tracking_uri: str, artifact_location: str | None) -> None:
                           f"but runs are tracked by the server {tracking_uri}, whose UI could not show them: "
                           f"pass logger.mlflow.artifact_location=null (the server's choice) or a URI it can "
                           f"read (s3://...)")
+    if urlparse(tracking_uri).scheme in ("http", "https") and not server_reachable(tracking_uri):
+        raise ConfigError(f"the MLflow server {tracking_uri} is not reachable from this machine: check the "
+                          f"address, or log to a local store (leave out logger.mlflow.tracking_uri)")
 
 
 # --- run identity ----------------------------------------------------------------------------------
