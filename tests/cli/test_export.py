@@ -2,6 +2,7 @@
 to the eager model within the tolerance on the checkpoint's own data, for any batch size."""
 
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,12 @@ from chainrule.cli.export import export
 from chainrule.config import builders
 from chainrule.core.errors import ChainruleError, ConfigError
 from chainrule.training.export import check_format, run_exported
+from tests.support.paths import REPO
 from tests.support.processes import ONE_THREAD, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TOLERANCE = 1e-5
+EXPORT = (sys.executable, "-m", "chainrule.cli.export")  # the console script once installed
 
 
 def eager_model_and_test_split(run_dir: Path) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -43,7 +46,8 @@ def test_onnx_export_matches_the_eager_model(model: str, quick_run, compose_trai
 
 
 @pytest.mark.slow
-def test_torch_export_matches_the_eager_model_where_output_says(quick_run, compose_train, tmp_path: Path) -> None:
+def test_torch_export_matches_the_eager_model_where_output_says(quick_run, compose_train,
+                                                                tmp_path: Path) -> None:
     run_dir = quick_run()
     output = tmp_path / "served" / "digits.pt2"
     assert export(compose_train(f"ckpt_path={run_dir}", "format=torch_export", f"output={output}",
@@ -71,10 +75,15 @@ def test_onnx_without_its_packages_says_what_to_install(monkeypatch: pytest.Monk
 @pytest.mark.slow
 def test_the_command_exports_the_latest_run_and_prints_the_difference(quick_run) -> None:
     home = quick_run().parents[3]
-    result = run_cli(sys.executable, "-m", "chainrule.cli.export", "ckpt_path=latest", cwd=home, env=ONE_THREAD)
+    result = run_cli(*EXPORT, "ckpt_path=latest", cwd=home, env=ONE_THREAD)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     (run_dir,) = (home / "logs" / "export" / "runs").iterdir()
     assert (run_dir / "model.onnx").is_file()
     assert "max abs difference from the eager model on 16 samples:" in result.stdout
-    refused = run_cli(sys.executable, "-m", "chainrule.cli.export", "ckpt_path=latest", "tolerance=-1", cwd=home)
+    refused = run_cli(*EXPORT, "ckpt_path=latest", "tolerance=-1", cwd=home)
     assert refused.returncode == 2 and "tolerance=-1 is not valid" in refused.stderr
+
+
+def test_console_script_is_declared() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["chainrule-export"] == "chainrule.cli.export:cli"

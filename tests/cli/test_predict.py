@@ -4,6 +4,7 @@ no sense."""
 
 import csv
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from chainrule.config import builders
 from chainrule.core.errors import ConfigError
 from chainrule.training.prediction import check_format, prediction_columns
 from tests.support.configs import compose_config
+from tests.support.paths import REPO
 from tests.support.processes import ONE_THREAD, run_cli
 
 PREDICT = (sys.executable, "-m", "chainrule.cli.predict")  # the console script once installed
@@ -57,8 +59,8 @@ def test_split_rows(digits_run: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_predictions_of_the_test_split_reproduce_eval_accuracy(digits_run: Path, test_split_rows, compose_train
-                                                               ) -> None:
+def test_predictions_of_the_test_split_reproduce_eval_accuracy(digits_run: Path, test_split_rows,
+                                                               compose_train) -> None:
     tested = evaluate(compose_train(f"ckpt_path={digits_run}", NO_BAR, config_name="eval"))
     run_cfg = OmegaConf.create(load_run_config(checkpoint_to_use(digits_run, digits_run)))
     test = builders.build_datamodule(run_cfg).splits.test
@@ -75,7 +77,8 @@ def test_predictions_of_the_test_split_reproduce_eval_accuracy(digits_run: Path,
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_ddp_ranks_give_the_same_rows_in_the_same_order(digits_run: Path, test_split_rows) -> None:
-    rows = read_rows(predict_cli(digits_run.parents[3], "ckpt_path=latest", "trainer=ddp_cpu", "trainer.devices=2"))
+    home = digits_run.parents[3]
+    rows = read_rows(predict_cli(home, "ckpt_path=latest", "trainer=ddp_cpu", "trainer.devices=2"))
     assert [(r["id"], r["label"], r["predicted"]) for r in rows] == \
         [(r["id"], r["label"], r["predicted"]) for r in test_split_rows]
     np.testing.assert_allclose([probabilities(r) for r in rows], [probabilities(r) for r in test_split_rows],
@@ -155,3 +158,8 @@ def test_a_language_model_is_refused() -> None:
     task = builders.build_task(cfg, datamodule)
     with pytest.raises(ConfigError, match=r"outputs \(1, 64, 64\) per batch of one \(per position"):
         refuse_per_position_outputs(task, datamodule.splits.test.x[:1])
+
+
+def test_console_script_is_declared() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["chainrule-predict"] == "chainrule.cli.predict:cli"

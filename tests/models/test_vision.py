@@ -33,7 +33,8 @@ def cached_resnet18(hub_cache: Path) -> dict[str, torch.Tensor]:
 
 def test_the_file_is_where_torchvision_keeps_it(hub_cache: Path) -> None:
     assert weights_file(model_weights("resnet18", "DEFAULT")) == hub_cache / RESNET18_FILE
-    assert weights_file(model_weights("resnet18", "ResNet18_Weights.IMAGENET1K_V1")) == hub_cache / RESNET18_FILE
+    named_fully = model_weights("resnet18", "ResNet18_Weights.IMAGENET1K_V1")
+    assert weights_file(named_fully) == hub_cache / RESNET18_FILE
 
 
 @pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V1"])
@@ -46,7 +47,8 @@ def test_the_backbone_equals_the_cached_weights_and_the_head_fits_the_classes(
     assert model.fc.weight.shape == (10, 512) and model.fc.bias.shape == (10,)
 
 
-def test_grey_images_keep_the_pretrained_stem_summed_over_colours(cached_resnet18: dict[str, torch.Tensor]) -> None:
+def test_grey_images_keep_the_pretrained_stem_summed_over_colours(
+        cached_resnet18: dict[str, torch.Tensor]) -> None:
     model = torchvision_classifier("resnet18", (1, 28, 28), 10, small_input=False, weights="DEFAULT")
     assert torch.allclose(model.conv1.weight, cached_resnet18["conv1.weight"].sum(dim=1, keepdim=True))
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
@@ -61,8 +63,8 @@ def test_no_cached_file_is_one_line_naming_the_file_and_the_folder(hub_cache: Pa
 
 
 def test_an_unknown_weights_name_lists_the_model_s_weights() -> None:
-    with pytest.raises(ConfigError, match="unknown model.weights of resnet18 'IMAGENET'; choose one of: DEFAULT, "
-                                          "IMAGENET1K_V1"):
+    with pytest.raises(ConfigError, match="unknown model.weights of resnet18 'IMAGENET'; choose one of: "
+                                          "DEFAULT, IMAGENET1K_V1"):
         torchvision_classifier("resnet18", (3, 32, 32), 10, small_input=False, weights="IMAGENET")
 
 
@@ -71,7 +73,8 @@ def test_training_with_uncached_weights_stops_at_once_with_one_line(tmp_path: Pa
     result = run_cli("chainrule-train", "model=torchvision", "model.weights=DEFAULT", "logger=none",
                      cwd=tmp_path, env={"TORCH_HOME": str(tmp_path / "torch"), **ONE_THREAD}, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"chainrule: error: model.weights=DEFAULT: {RESNET18_FILE} is not in {tmp_path}/torch/hub/checkpoints; "
-        f"download https://download.pytorch.org/models/{RESNET18_FILE} into that folder on a machine with network "
-        f"access (or point TORCH_HOME at a folder holding hub/checkpoints/{RESNET18_FILE})"]
+    expected = (f"chainrule: error: model.weights=DEFAULT: {RESNET18_FILE} is not in "
+                f"{tmp_path}/torch/hub/checkpoints; download "
+                f"https://download.pytorch.org/models/{RESNET18_FILE} into that folder on a machine with "
+                f"network access (or point TORCH_HOME at a folder holding hub/checkpoints/{RESNET18_FILE})")
+    assert result.stderr.strip().splitlines() == [expected]

@@ -41,8 +41,8 @@ def test_strict_loading_refuses_a_head_of_another_shape_and_loads_nothing(tmp_pa
     assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
 
 
-def test_loose_loading_loads_what_fits_and_reports_every_kind_of_key(tmp_path: Path,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_loose_loading_loads_what_fits_and_reports_every_kind_of_key(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     source, target = mlp(10), mlp(4)
     source.extra = torch.nn.Linear(2, 2)  # unexpected in the target
     head_before = target.head.weight.clone()
@@ -69,7 +69,8 @@ def test_missing_keys_are_refused_when_strict(tmp_path: Path) -> None:
 def test_a_new_head_on_a_frozen_backbone_trains_and_the_backbone_stays_as_loaded(quick_run, compose_train,
                                                                                   tmp_path: Path) -> None:
     digits = quick_run()  # an MLP trained on digits: 10 classes of 8x8 images
-    cfg = compose_train(f"init_from={digits}", "init_from_strict=false", "data=synthetic",  # 4 classes of 1x8x8
+    cfg = compose_train(f"init_from={digits}", "init_from_strict=false",
+                        "data=synthetic",  # 4 classes of 1x8x8 images: a new head
                         "task.freeze=[blocks]", "trainer.max_epochs=3", "logger=csv", *QUIET_CONSOLE)
     L.seed_everything(cfg.seed, workers=True)  # what train() draws the new head from
     fresh_head = builders.build_task(cfg, builders.build_datamodule(cfg)).model.head.state_dict()

@@ -28,4 +28,5 @@ def test_an_unknown_module_to_freeze_names_the_close_ones(compose_train) -> None
     with pytest.raises(InstantiationException) as refused:  # the entry points show its cause alone
         builders.build_task(cfg, builders.build_datamodule(cfg))
     assert isinstance(refused.value.__cause__, ConfigError)
-    assert "task.freeze: the model has no module 'block.0'; did you mean blocks.0" in str(refused.value.__cause__)
+    message = str(refused.value.__cause__)
+    assert "task.freeze: the model has no module 'block.0'; did you mean blocks.0" in message

@@ -36,7 +36,8 @@ def export(cfg: DictConfig) -> float:
     samples = next(split for split in (splits.test, splits.val, splits.train) if len(split))
     batch = samples.x[:cfg.batch_size]
 
-    path = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / f"model{SUFFIXES[cfg.format]}"
+    default = Path(cfg.paths.output_dir) / f"model{SUFFIXES[cfg.format]}"
+    path = Path(cfg.output) if cfg.get("output") else default
     export_model(model, batch, cfg.format, path)
     difference = max_difference(model, path, cfg.format, batch)
     console.say(f"exported {checkpoint} as {cfg.format}: {path}")

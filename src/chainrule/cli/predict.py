@@ -75,10 +75,11 @@ def prediction_inputs(cfg: DictConfig, run_cfg: DictConfig):  # -> chainrule.dat
         data = builders.build_datamodule(cfg)
         if data.input_shape != trained_on.input_shape:
             raise ConfigError(f"data={data.__class__.__name__} has inputs of shape {data.input_shape}, the "
-                              f"checkpoint's model takes {trained_on.input_shape}; pick data of the same kind")
+                              f"checkpoint's model takes {trained_on.input_shape}; pick data of its kind")
         if cfg.seed != run_cfg.get("seed"):
-            console.warn(f"data= is split with seed={cfg.seed}, the checkpoint's run used seed={run_cfg.get('seed')}: "
-                         f"its test split is this data's only with seed={run_cfg.get('seed')}")
+            trained_seed = run_cfg.get("seed")
+            console.warn(f"data= is split with seed={cfg.seed}, the checkpoint's run used "
+                         f"seed={trained_seed}: its test split is this data's only with seed={trained_seed}")
     arrays = getattr(data.splits, cfg.split)
     return PredictionInputs(arrays.x, range(len(arrays)), arrays.y, batch_size=data.batch_size, **shapes)
 
@@ -88,8 +89,9 @@ def refuse_unsupported(run_cfg: DictConfig) -> None:
     from chainrule.core.errors import ConfigError
 
     if run_cfg.task.get("target") == "input":
-        raise ConfigError("chainrule-predict writes class probabilities or regression values, but this checkpoint "
-                          "reconstructs its input (task.target=input); use chainrule-eval for its loss")
+        raise ConfigError("chainrule-predict writes class probabilities or regression values, but this "
+                          "checkpoint reconstructs its input (task.target=input); use chainrule-eval for its "
+                          "loss")
 
 
 def refuse_per_position_outputs(task, sample) -> None:
@@ -102,8 +104,9 @@ def refuse_per_position_outputs(task, sample) -> None:
     with torch.no_grad():
         shape = tuple(task(sample).shape)
     if len(shape) != 2:
-        raise ConfigError(f"chainrule-predict writes one row per input, but this model outputs {shape} per batch "
-                          f"of one (per position, as a language model); use chainrule-eval for its loss")
+        raise ConfigError(f"chainrule-predict writes one row per input, but this model outputs {shape} per "
+                          f"batch of one (per position, as a language model); use chainrule-eval for its "
+                          f"loss")
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")

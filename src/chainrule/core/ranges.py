@@ -101,8 +101,9 @@ RANGES: dict[str, Range] = {
     "callbacks.checkpoints.save_top_k": Range(low=0, integer=True),
     "tolerance": Range(low=0, meaning="the largest max abs difference of an export from the eager model",
                        example="tolerance=1e-5"),
-    "batch_size": Range(low=2, integer=True, meaning="samples of the export's parity check (the batch "
-                        "dimension is exported as variable, which one sample cannot show)", example="batch_size=16"),
+    "batch_size": Range(low=2, integer=True, example="batch_size=16",
+                        meaning="samples of the export's parity check (the batch dimension is exported as "
+                                "variable, which one sample cannot show)"),
     "gradcheck.batch_size": POSITIVE_INT,
     "gradcheck.max_elements": POSITIVE_INT,
     "gradcheck.eps": Range(low=0, high=1, open_low=True, meaning="the finite-difference step",

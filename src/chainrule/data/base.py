@@ -126,11 +126,13 @@ class InMemoryDataModule(L.LightningDataModule):
 
         labels = data.y[candidates]
         stratified = self.num_classes is not None and labels.ndim == 1 and not labels.is_floating_point()
-        splitter = (StratifiedKFold if stratified else KFold)(self.folds, shuffle=True, random_state=self.split_seed)
+        kind = StratifiedKFold if stratified else KFold
+        splitter = kind(self.folds, shuffle=True, random_state=self.split_seed)
         if len(candidates) < self.folds:
             raise ConfigError(f"data.folds={self.folds} needs at least {self.folds} samples outside the test "
                               f"split, the data has {len(candidates)}")
-        train, val = list(splitter.split(candidates.numpy(), labels.numpy() if stratified else None))[self.fold]
+        folds = splitter.split(candidates.numpy(), labels.numpy() if stratified else None)
+        train, val = list(folds)[self.fold]
         return Splits(train=data.subset(candidates[train]), val=data.subset(candidates[val]), test=test)
 
     def setup(self, stage: str | None = None) -> None:
@@ -194,4 +196,5 @@ def check_fold(folds: int | None, fold: int | None) -> None:
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ConfigError(f"data.folds={folds!r} is not valid: use an integer >= 2 (or null: no folds)")
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
-        raise ConfigError(f"data.fold={fold!r} is not valid: use an integer in 0..{folds - 1} (data.folds={folds})")
+        raise ConfigError(f"data.fold={fold!r} is not valid: use an integer in 0..{folds - 1} "
+                          f"(data.folds={folds})")

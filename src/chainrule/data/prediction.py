@@ -40,7 +40,8 @@ class PredictionInputs(L.LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         batches = eval_batches(len(self.x), max(1, self.batch_size // world), world, rank)
-        return DataLoader(TensorDataset(self.x, torch.arange(len(self.x))), batch_sampler=FixedBatches(batches))
+        samples = TensorDataset(self.x, torch.arange(len(self.x)))
+        return DataLoader(samples, batch_sampler=FixedBatches(batches))
 
 
 class FixedBatches(Sampler[list[int]]):
@@ -62,10 +63,13 @@ def read_inputs(folder: str | Path, input_shape: tuple[int, ...]) -> tuple[list[
     the order of their file names, with the file names. `input_shape`: one sample of the training data."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise ConfigError(f"inputs={folder}: no such folder; pass a folder of {', '.join(INPUT_SUFFIXES)} files")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in INPUT_SUFFIXES and not p.name.startswith("."))
+        raise ConfigError(f"inputs={folder}: no such folder; pass a folder of {', '.join(INPUT_SUFFIXES)} "
+                          f"files")
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in INPUT_SUFFIXES and not p.name.startswith("."))
     if not files:
-        raise ConfigError(f"inputs={folder}: the folder holds no {', '.join(INPUT_SUFFIXES)} files (one sample each)")
+        raise ConfigError(f"inputs={folder}: the folder holds no {', '.join(INPUT_SUFFIXES)} files (one "
+                          f"sample each)")
     samples = [_read(path, input_shape[0]) for path in files]
     for path, sample in zip(files, samples):
         if tuple(sample.shape) != tuple(input_shape):
@@ -93,7 +97,9 @@ def _read_image(path: Path, channels: int) -> torch.Tensor:
 
     modes = {1: "L", 3: "RGB"}
     if channels not in modes:
-        raise ValueError(f"images are read for 1- or 3-channel data, the model's data has {channels} channels")
+        raise ValueError(f"images are read for 1- or 3-channel data, the model's data has {channels} "
+                         f"channels")
     with Image.open(path) as image:
         pixels = np.asarray(image.convert(modes[channels]), dtype=np.float32) / 255.0
-    return torch.from_numpy(pixels).unsqueeze(0) if channels == 1 else torch.from_numpy(pixels).permute(2, 0, 1)
+    pixels = torch.from_numpy(pixels)
+    return pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1)  # (C, H, W)

@@ -43,7 +43,7 @@ def torchvision_classifier(
 
 
 def model_weights(name: str, weights: str) -> WeightsEnum:
-    """The weights `weights` (`DEFAULT`, `IMAGENET1K_V1`, or `ResNet18_Weights.IMAGENET1K_V1`) of model `name`."""
+    """Model `name`'s weights `weights`: `DEFAULT`, `IMAGENET1K_V1` or `ResNet18_Weights.IMAGENET1K_V1`."""
     enum = torchvision.models.get_model_weights(name)
     member = weights.removeprefix(f"{enum.__name__}.")
     if member not in enum.__members__:
@@ -63,23 +63,24 @@ def pretrained(name: str, weights: str) -> nn.Module:
     chosen = model_weights(name, weights)
     path = weights_file(chosen)
     if not path.is_file():
-        raise ConfigError(f"model.weights={weights}: {path.name} is not in {path.parent}; download {chosen.url} "
-                          f"into that folder on a machine with network access (or point TORCH_HOME at a "
-                          f"folder holding hub/checkpoints/{path.name})")
+        raise ConfigError(f"model.weights={weights}: {path.name} is not in {path.parent}; download "
+                          f"{chosen.url} into that folder on a machine with network access (or point "
+                          f"TORCH_HOME at a folder holding hub/checkpoints/{path.name})")
     with _weights_only_loading():
         try:
             return torchvision.models.get_model(name, weights=chosen)
         except (RuntimeError, OSError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConfigError(f"model.weights={weights}: cannot load {path} ({first}); delete it and download "
-                              f"{chosen.url} again") from None
+            raise ConfigError(f"model.weights={weights}: cannot load {path} ({first}); delete it and "
+                              f"download {chosen.url} again") from None
 
 
 @contextmanager
 def _weights_only_loading() -> Iterator[None]:
     """torch.hub loads cached weights with weights_only=False; chainrule loads only tensors and plain
     containers (as chainrule.checkpointing.io does), which torch's own switch enforces for every load."""
-    saved = {key: os.environ.pop(key, None) for key in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    switches = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    saved = {key: os.environ.pop(key, None) for key in switches}
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     try:
         yield

@@ -36,9 +36,9 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, p in named:
         groups.setdefault((multiplier(name, lr_multipliers), p.ndim >= 2), []).append(p)
+    ordered = sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))
     return [{"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr * factor,
-             "lr_multiplier": factor}
-            for (factor, decay), params in sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))]
+             "lr_multiplier": factor} for (factor, decay), params in ordered]
 
 
 def multiplier(parameter: str, lr_multipliers: Mapping[str, float]) -> float:
@@ -52,8 +52,8 @@ def check_multipliers(model: nn.Module, lr_multipliers: Mapping[str, float]) -> 
         submodule(model, name, "task.lr_multipliers")
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) \
                 or factor <= 0:
-            raise ConfigError(f"task.lr_multipliers.{name}={factor!r} is not valid: use a number > 0 (to stop "
-                              f"a module from training, task.freeze=[{name}])")
+            raise ConfigError(f"task.lr_multipliers.{name}={factor!r} is not valid: use a number > 0 (to "
+                              f"stop a module from training, task.freeze=[{name}])")
 
 
 def submodule(model: nn.Module, name: str, key: str) -> nn.Module:

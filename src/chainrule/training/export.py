@@ -28,8 +28,9 @@ def check_format(format: str) -> None:
             import onnxruntime  # noqa: F401
             import onnxscript  # noqa: F401
         except ImportError as missing:
-            raise ConfigError(f"format=onnx needs the onnx, onnxscript and onnxruntime packages ({missing.name} "
-                              f"is missing): pip install 'chainrule[export]'; or format=torch_export") from None
+            raise ConfigError(f"format=onnx needs the onnx, onnxscript and onnxruntime packages "
+                              f"({missing.name} is missing): pip install 'chainrule[export]'; or "
+                              f"format=torch_export") from None
 
 
 def export(model: nn.Module, example: torch.Tensor, format: str, path: Path) -> Path:
@@ -43,7 +44,8 @@ def export(model: nn.Module, example: torch.Tensor, format: str, path: Path) -> 
             warnings.simplefilter("ignore")  # the exporters' notes on their own internals
             if format == "onnx":
                 torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=[INPUT],
-                                  output_names=[OUTPUT], dynamic_shapes=batch, external_data=False, verbose=False)
+                                  output_names=[OUTPUT], dynamic_shapes=batch, external_data=False,
+                                  verbose=False)
             else:
                 torch.export.save(torch.export.export(model, (example,), dynamic_shapes=batch), str(path))
     except Exception as error:  # the exporters raise many types, each with a long explanation

@@ -63,7 +63,8 @@ def compare(model: dict[str, torch.Tensor], checkpoint: dict[str, torch.Tensor])
 def model_weights(path: Path) -> dict[str, torch.Tensor]:
     """The model's tensors in a chainrule checkpoint, keyed as in the model's own state_dict."""
     state = load_checkpoint(path).get("state_dict")
-    weights = {k.removeprefix(MODEL_PREFIX): v for k, v in (state or {}).items() if k.startswith(MODEL_PREFIX)}
+    weights = {k.removeprefix(MODEL_PREFIX): v for k, v in (state or {}).items()
+               if k.startswith(MODEL_PREFIX)}
     if not weights:
         raise CheckpointError(f"{path} holds no model weights (state_dict['model.*']); pass a checkpoint "
                               f"written by chainrule-train")

@@ -78,7 +78,8 @@ def prediction_columns(ids: Sequence[int | str], outputs: torch.Tensor, targets:
             continue
         values = values.reshape(len(values), -1)
         single = values.shape[1] == 1
-        columns.update({name if single else f"{name}_{i}": values[:, i].tolist() for i in range(values.shape[1])})
+        columns.update({name if single else f"{name}_{i}": values[:, i].tolist()
+                        for i in range(values.shape[1])})
     return columns
 
 

@@ -128,7 +128,7 @@ class Task(L.LightningModule):
         self._shared_step(batch, "test")
 
     def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        """The model's output for the inputs `batch[0]` (the rest of the batch, labels or positions, unused)."""
+        """The model's output for the inputs `batch[0]` (the rest, labels or positions, unused)."""
         return self.model(self._input(batch[0]))
 
     def configure_gradient_clipping(
