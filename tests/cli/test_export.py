@@ -87,3 +87,11 @@ def test_the_command_exports_the_latest_run_and_prints_the_difference(quick_run)
 def test_console_script_is_declared() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["chainrule-export"] == "chainrule.cli.export:cli"
+
+
+def test_help_describes_the_command_with_examples(tmp_path: Path) -> None:
+    result = run_cli(sys.executable, "-m", "chainrule.cli.export", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("chainrule-export: ")
+    examples = [line for line in result.stdout.splitlines() if line.startswith("  chainrule-export ")]
+    assert 6 <= len(examples) <= 12, examples

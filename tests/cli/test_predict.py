@@ -163,3 +163,11 @@ def test_a_language_model_is_refused() -> None:
 def test_console_script_is_declared() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["chainrule-predict"] == "chainrule.cli.predict:cli"
+
+
+def test_help_describes_the_command_with_examples(tmp_path: Path) -> None:
+    result = run_cli(sys.executable, "-m", "chainrule.cli.predict", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("chainrule-predict: ")
+    examples = [line for line in result.stdout.splitlines() if line.startswith("  chainrule-predict ")]
+    assert 6 <= len(examples) <= 12, examples

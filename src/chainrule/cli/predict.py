@@ -23,12 +23,10 @@ def predict(cfg: DictConfig) -> Path | None:
     """
     from chainrule.checkpointing.discovery import checkpoint_to_use
     from chainrule.checkpointing.io import load_checkpoint, load_run_config
-    from chainrule.cli.reporting import route_lightning_logs_through_root
     from chainrule.config import builders
     from chainrule.core import console
     from chainrule.training.prediction import GatherPredictions, check_format, prediction_columns, write_table
 
-    route_lightning_logs_through_root()
     check_format(cfg.format)
     checkpoint = checkpoint_to_use(cfg.ckpt_path, cfg.paths.log_dir)
     run_cfg = OmegaConf.create(load_run_config(checkpoint))

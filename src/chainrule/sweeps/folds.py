@@ -108,7 +108,8 @@ def write_report(results: list[FoldResult], path: Path) -> list[dict[str, Any]]:
         writer.writeheader()
         writer.writerows(rows)
     with_setting = any(row["setting"] for row in rows)
-    table = Table(title=f"{max(row['folds'] for row in rows)}-fold cross-validation")
+    folds = max(row["folds"] for row in rows)
+    table = Table(title=f"{folds}-fold cross-validation", box=None, pad_edge=False)
     for column in (["setting"] if with_setting else []) + ["metric", "mean ± std", "folds"]:
         table.add_column(column, justify="right" if column != "setting" else "left")
     for row in rows:

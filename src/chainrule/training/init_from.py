@@ -89,7 +89,7 @@ def load_weights(model: nn.Module, path: Path, strict: bool) -> KeyReport:
 
 
 def print_report(report: KeyReport, path: Path) -> None:
-    table = Table(title=f"weights from {path}", show_header=True)
+    table = Table(title=f"weights from {path}", show_header=True, box=None, pad_edge=False)
     table.add_column("keys")
     table.add_column("count", justify="right")
     table.add_column("which")
