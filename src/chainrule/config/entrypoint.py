@@ -16,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from chainrule.config.command_line import quote_paths
 from chainrule.config.groups import BUILT_GROUPS, check_group_choices
-from chainrule.config.preflight import compose_job, preflight
 from chainrule.config.init_args import fixed_overrides, init_from_arguments
+from chainrule.config.preflight import compose_job, preflight
 from chainrule.config.resume_args import resume_arguments
 from chainrule.config.run_record import record_run
 from chainrule.core import console
