@@ -3,6 +3,7 @@ DDP; a split of the data or a folder of files; CSV or Parquet; a clear refusal w
 no sense."""
 
 import csv
+import logging
 import sys
 import tomllib
 from pathlib import Path
@@ -121,6 +122,26 @@ def test_parquet_holds_the_same_table(digits_run: Path, test_split_rows, compose
     assert list(table) == list(test_split_rows[0])
     assert table["predicted"] == [int(r["predicted"]) for r in test_split_rows]
     assert table["prob_3"] == pytest.approx([float(r["prob_3"]) for r in test_split_rows], abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_data_chosen_here_is_split_with_the_seed_given(digits_run: Path, test_split_rows, compose_train,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    same = read_rows(predict(compose_train(f"ckpt_path={digits_run}", "data=digits", NO_BAR,
+                                           config_name="predict")))
+    assert same == test_split_rows  # the training run's seed: its own test split
+    with caplog.at_level(logging.WARNING, logger="chainrule"):
+        other = read_rows(predict(compose_train(f"ckpt_path={digits_run}", "data=digits", "seed=1", NO_BAR,
+                                                config_name="predict")))
+    assert [r["label"] for r in other] != [r["label"] for r in test_split_rows]
+    assert "the checkpoint's run used seed=12345" in caplog.text
+
+
+@pytest.mark.slow
+def test_an_unknown_split_lists_the_splits(digits_run: Path, compose_train) -> None:
+    with pytest.raises(ConfigError, match="unknown split 'tests'; choose one of: test, train, val"):
+        predict(compose_train(f"ckpt_path={digits_run}", "split=tests", config_name="predict"))
 
 
 def test_parquet_without_pyarrow_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
