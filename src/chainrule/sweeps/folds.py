@@ -35,7 +35,8 @@ class FoldResult:
 
 class FoldReport(Callback):
     """A Hydra callback (conf/hydra/default.yaml): writes the report at the end of a multirun whose jobs
-    ran folds, and does nothing for other multiruns. filename: the report's name in the sweep directory."""
+    ran several folds, and does nothing for other multiruns. filename: the report's name in the sweep
+    directory."""
 
     def __init__(self, filename: str):
         self.filename = filename
@@ -43,7 +44,7 @@ class FoldReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         results = fold_results(sweep_dir)
-        if results:
+        if len({r.fold for r in results}) > 1:  # a sweep at one fixed fold is no cross-validation
             write_report(results, sweep_dir / self.filename)
 
 
