@@ -3,12 +3,19 @@ written as a table (one row per input, in input order) into this command's run d
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from chainrule.config.entrypoint import execute, run
 from chainrule.config.groups import config_dir
+
+if TYPE_CHECKING:  # imported where used: `--help` and command-line errors answer without loading torch
+    import torch
+
+    from chainrule.data.prediction import PredictionInputs
+    from chainrule.training.task import Task
 
 SPLITS = ("train", "val", "test")
 OUTPUT = "predictions"  # <run dir>/predictions.csv or .parquet
@@ -53,7 +60,7 @@ def predict(cfg: DictConfig) -> Path | None:
     return path
 
 
-def prediction_inputs(cfg: DictConfig, run_cfg: DictConfig):  # -> chainrule.data.prediction.PredictionInputs
+def prediction_inputs(cfg: DictConfig, run_cfg: DictConfig) -> "PredictionInputs":
     """The inputs to predict: `cfg.inputs` (a folder), else `cfg.split` of `cfg.data` or of the checkpoint's
     own data. The model's input shape and outputs always come from the checkpoint's data."""
     from chainrule.config import builders
@@ -92,7 +99,7 @@ def refuse_unsupported(run_cfg: DictConfig) -> None:
                           "loss")
 
 
-def refuse_per_position_outputs(task, sample) -> None:
+def refuse_per_position_outputs(task: "Task", sample: "torch.Tensor") -> None:
     """One row per input needs one output vector per input; a language model has one per position."""
     import torch
 
