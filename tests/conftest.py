@@ -34,3 +34,26 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """`quick_run(*overrides)`: the run directory of a finished `CHAINRULE_QUICK=1 chainrule-train
+    overrides...` (3 epochs of 2 batches, CSV logger), trained once per session for each set of overrides
+    and shared by the tests that use a trained checkpoint (predict, export, fine-tuning). It lies in a
+    user's directory of its own (`<home>/logs/train/runs/<time>`), where `latest` finds it."""
+    from tests.support.presets import QUIET_CONSOLE
+    from tests.support.processes import ONE_THREAD, run_cli
+
+    runs: dict[tuple[str, ...], Path] = {}
+
+    def _run(*overrides: str) -> Path:
+        if overrides not in runs:
+            home = tmp_path_factory.mktemp("quick-run")
+            result = run_cli("chainrule-train", *overrides, *QUIET_CONSOLE, "logger=csv", cwd=home,
+                             env={"CHAINRULE_QUICK": "1", **ONE_THREAD})
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+            (runs[overrides],) = (home / "logs" / "train" / "runs").iterdir()
+        return runs[overrides]
+
+    return _run

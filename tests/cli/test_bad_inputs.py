@@ -115,6 +115,19 @@ CASES = [
         "`gradient_clip_algorithm` sideways is invalid",
     ),
     ("resume-with-multirun", ["-m", "resume={tmp}"], "cannot be combined with --multirun"),
+    ("unknown-frozen-module", ["task.freeze=[blockz]"],
+     "task.freeze: the model has no module 'blockz'; did you mean"),
+    ("zero-lr-multiplier", ["task.lr_multipliers={{blocks: 0}}"],
+     "task.lr_multipliers.blocks=0 is not valid"),
+    ("fold-without-folds", ["data.fold=1"],
+     "k-fold cross-validation needs data.folds and data.fold together"),
+    ("one-fold", ["data.folds=1", "data.fold=0"], "data.folds=1 is not valid: use an integer in [2, inf)"),
+    ("fold-past-the-last", ["data.folds=5", "data.fold=5"],
+     "data.fold=5 is not valid: use an integer in 0..4"),
+    ("damaged-init-checkpoint", ["init_from={tmp}/corrupt.ckpt"],
+     "init_from={tmp}/corrupt.ckpt: the checkpoint is damaged"),
+    ("init-from-and-ckpt-path", ["init_from={tmp}/corrupt.ckpt", "ckpt_path={tmp}/corrupt.ckpt"],
+     "starts a new run from weights only"),
 ]
 
 
@@ -159,6 +172,7 @@ def test_bad_input_gives_one_clear_message(
     args = [f"hydra.run.dir={inputs / 'run'}", "logger=none", *(a.format(tmp=inputs) for a in argv)]
     code, text = run_train(args, capsys)
     assert code != 0, text[-2000:]
+    message = message.format(tmp=inputs)
     assert message in text, text[-2000:]
     assert "Traceback" not in text
     assert text.count(message) == 1

@@ -61,12 +61,12 @@ def mark_finished(run_dir: str | Path, best_checkpoint: str | None, global_step:
     temporary.replace(path)
 
 
-def checkpoint_to_use(value: str | Path, log_dir: str | Path) -> Path:
-    """The checkpoint that `ckpt_path=<value>` means, checked intact: a checkpoint file itself; for a run
-    directory, the best checkpoint its finished training recorded, else its newest intact one; for
-    `latest`, that of the newest run under `log_dir` that holds a checkpoint."""
-    key = f"ckpt_path={value}"
-    path = latest_run_with_checkpoints(log_dir) if str(value) == LATEST else Path(value).expanduser()
+def checkpoint_to_use(value: str | Path, log_dir: str | Path, key: str = "ckpt_path") -> Path:
+    """The checkpoint that `ckpt_path=<value>` (or another `key`, e.g. init_from) means, checked intact: a
+    checkpoint file itself; for a run directory, the best checkpoint its finished training recorded, else
+    its newest intact one; for `latest`, that of the newest run under `log_dir` that holds a checkpoint."""
+    path = latest_run_with_checkpoints(log_dir, key) if str(value) == LATEST else Path(value).expanduser()
+    key = f"{key}={value}"
     if path.is_dir():
         record = finished(path)
         best = path / record["best_checkpoint"] if record and record.get("best_checkpoint") else None
@@ -83,11 +83,11 @@ def checkpoint_to_use(value: str | Path, log_dir: str | Path) -> Path:
     return path
 
 
-def latest_run_with_checkpoints(log_dir: str | Path) -> Path:
+def latest_run_with_checkpoints(log_dir: str | Path, key: str = "ckpt_path") -> Path:
     """The newest run directory under `log_dir` (any experiment, runs and multirun jobs) with a checkpoint."""
     runs = {p.parent.parent for p in Path(log_dir).glob("*/runs/*/checkpoints/*.ckpt")}
     runs |= {p.parent.parent for p in Path(log_dir).glob("*/multiruns/*/*/checkpoints/*.ckpt")}
     if not runs:
-        raise CheckpointError(f"ckpt_path=latest: no run under {log_dir} has saved a checkpoint yet; train "
+        raise CheckpointError(f"{key}=latest: no run under {log_dir} has saved a checkpoint yet; train "
                               f"one first, or pass a checkpoint file or run directory")
     return max(runs, key=lambda run: max(p.stat().st_mtime_ns for p in run.rglob("*.ckpt")))

@@ -26,6 +26,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from chainrule.config import builders
     from chainrule.config.validation import check_one_step, check_targets
     from chainrule.training import fitting
+    from chainrule.training.init_from import initialize_from
 
     started = time.monotonic()
     shown = OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True)))  # what is printed and logged
@@ -36,6 +37,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = builders.build_datamodule(cfg)
     check_targets(cfg, datamodule)
     task = builders.build_task(cfg, datamodule)
+    initialize_from(cfg, task.model)
     check_one_step(cfg, datamodule, task)
     trainer = builders.build_trainer(cfg, builders.build_callbacks(cfg), builders.build_loggers(cfg))
     for logger in trainer.loggers:

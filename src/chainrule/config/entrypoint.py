@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from chainrule.config.command_line import quote_paths
 from chainrule.config.groups import BUILT_GROUPS, check_group_choices
+from chainrule.config.init_args import fixed_overrides, init_from_arguments
 from chainrule.config.preflight import compose_job, preflight
 from chainrule.config.resume_args import resume_arguments
 from chainrule.config.run_record import record_run
@@ -119,7 +120,9 @@ def run(app: Callable[[], object], config_name: str, argv: list[str] | None = No
         check_group_choices(argv)
         # Hydra (and Lightning, when it starts more ranks) read sys.argv itself.
         argv = quote_paths(argv)
-        sys.argv[1:] = argv = resume_arguments(argv, lambda: compose_job(config_name, argv).paths.runs_dir)
+        argv = resume_arguments(argv, lambda: compose_job(config_name, argv).paths.runs_dir)
+        sys.argv[1:] = argv = init_from_arguments(
+            argv, lambda: compose_job(config_name, fixed_overrides(argv)).paths.log_dir)
         if not any(a.startswith("-") for a in argv):  # not --help, --cfg or a multirun: one run
             for key in required:
                 if not any(a.startswith(f"{key}=") for a in argv):

@@ -47,9 +47,9 @@ def validate(cfg: DictConfig, machine: bool = True, required: Sequence[str] = BU
         _check_target(path, node)
     if "optim" in cfg:
         _check_optimizer(cfg)
-    if machine:
+    if machine and "trainer" in cfg:  # chainrule-export runs no trainer
         _check_machine(cfg.trainer)
-    if "data" in cfg:
+    if "data" in required and "data" in cfg:  # a training batch (chainrule-predict only evaluates)
         check_global_batch(cfg, probe=machine)
 
 

@@ -36,6 +36,11 @@ class InMemoryDataModule(L.LightningDataModule):
     Subclasses implement `load()`. `batch_size` is the global batch per optimizer step; each process
     loads batch_size / (world size x gradient accumulation) samples per step, and the samples of one
     step are the same whatever the number of processes (see chainrule.data.sampling).
+
+    k-fold cross-validation: with `folds=k` and `fold=i`, the test split stays the one held out without
+    folds, and the other samples are cut into k folds (stratified by class where the targets are class
+    labels, from `split_seed`); fold i is the validation split and the other k-1 train (`val_fraction` is
+    then unused). Running fold=0..k-1 validates every non-test sample exactly once.
     """
 
     def __init__(
@@ -45,6 +50,8 @@ class InMemoryDataModule(L.LightningDataModule):
         test_fraction: float,
         split_seed: int,
         num_workers: int,
+        folds: int | None,
+        fold: int | None,
     ):
         super().__init__()
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -53,6 +60,9 @@ class InMemoryDataModule(L.LightningDataModule):
         if val_fraction + test_fraction >= 1.0:
             raise ConfigError(f"data.val_fraction + data.test_fraction must leave training data, got "
                               f"{val_fraction} + {test_fraction}")
+        check_fold(folds, fold)
+        self.folds = folds
+        self.fold = fold
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
@@ -97,16 +107,33 @@ class InMemoryDataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.split_seed)
         if isinstance(data, tuple):
             train, test = data
+            if self.folds is not None:
+                return self._fold_split(train, torch.arange(len(train)), test)
             order = torch.randperm(len(train), generator=generator)
             n_val = round(self.val_fraction * len(train))
             return Splits(train.subset(order[n_val:]), train.subset(order[:n_val]), test)
         order = torch.randperm(len(data), generator=generator)
         n_val, n_test = round(self.val_fraction * len(data)), round(self.test_fraction * len(data))
-        return Splits(
-            train=data.subset(order[n_val + n_test:]),
-            val=data.subset(order[:n_val]),
-            test=data.subset(order[n_val:n_val + n_test]),
-        )
+        test = data.subset(order[n_val:n_val + n_test])
+        if self.folds is not None:  # the same test split as without folds; the folds share the rest
+            rest = torch.cat([order[:n_val], order[n_val + n_test:]]).sort().values
+            return self._fold_split(data, rest, test)
+        return Splits(train=data.subset(order[n_val + n_test:]), val=data.subset(order[:n_val]), test=test)
+
+    def _fold_split(self, data: Arrays, candidates: torch.Tensor, test: Arrays) -> Splits:
+        """Fold `self.fold` of `candidates` (indices into `data`) validates, the other folds train."""
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        labels = data.y[candidates]
+        stratified = self.num_classes is not None and labels.ndim == 1 and not labels.is_floating_point()
+        kind = StratifiedKFold if stratified else KFold
+        splitter = kind(self.folds, shuffle=True, random_state=self.split_seed)
+        if len(candidates) < self.folds:
+            raise ConfigError(f"data.folds={self.folds} needs at least {self.folds} samples outside the test "
+                              f"split, the data has {len(candidates)}")
+        folds = splitter.split(candidates.numpy(), labels.numpy() if stratified else None)
+        train, val = list(folds)[self.fold]
+        return Splits(train=data.subset(candidates[train]), val=data.subset(candidates[val]), test=test)
 
     def setup(self, stage: str | None = None) -> None:
         _ = self.splits
@@ -156,3 +183,18 @@ class InMemoryDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.split_seed),
             **batching,
         )
+
+
+def check_fold(folds: int | None, fold: int | None) -> None:
+    """`data.folds` and `data.fold` are set together (k >= 2 folds, fold in 0..k-1) or not at all."""
+    if folds is None and fold is None:
+        return
+    if folds is None or fold is None:
+        missing = "data.fold" if fold is None else "data.folds"
+        raise ConfigError(f"k-fold cross-validation needs data.folds and data.fold together; set {missing} "
+                          f"too, e.g. chainrule-train -m data.folds=5 'data.fold=range(0,5)'")
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"data.folds={folds!r} is not valid: use an integer >= 2 (or null: no folds)")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ConfigError(f"data.fold={fold!r} is not valid: use an integer in 0..{folds - 1} "
+                          f"(data.folds={folds})")

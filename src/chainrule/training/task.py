@@ -1,6 +1,6 @@
 """The LightningModule: one model, one loss, metrics per split, and the optimizer/schedule wiring."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -11,7 +11,7 @@ from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from chainrule.core.errors import unknown_choice
 from chainrule.models.init import initialize
-from chainrule.optim.param_groups import build_optimizer
+from chainrule.optim.param_groups import build_optimizer, check_multipliers, submodule
 from chainrule.optim.schedules import SchedulerConfig
 
 TARGETS = ("label", "input")
@@ -25,6 +25,9 @@ class Task(L.LightningModule):
     and the total number of optimizer steps. l1_weight adds l1_weight x sum|w| over decayed weights.
     compile: a torch.compile mode (`default`, `reduce-overhead`, `max-autotune`) or None.
     channels_last: store conv weights and 4-D inputs in NHWC, which tensor cores prefer.
+    freeze: names of the model's modules (`blocks.0`, `layer1`) that do not train: their parameters get no
+    gradient and no optimizer state, and they stay in eval mode (dropout off, batch-norm statistics fixed).
+    lr_multipliers: {module name: factor} on the optimizer's learning rate (chainrule.optim.param_groups).
     """
 
     def __init__(
@@ -39,11 +42,18 @@ class Task(L.LightningModule):
         l1_weight: float,
         compile: str | None,
         channels_last: bool,
+        freeze: Sequence[str],
+        lr_multipliers: Mapping[str, float],
     ):
         super().__init__()
         if target not in TARGETS:
             raise unknown_choice("task.target", target, list(TARGETS))
         initialize(model, init)
+        self.frozen = [str(name) for name in freeze or []]
+        for name in self.frozen:
+            submodule(model, name, "task.freeze").requires_grad_(False)
+        self.lr_multipliers = {str(name): factor for name, factor in (lr_multipliers or {}).items()}
+        check_multipliers(model, self.lr_multipliers)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if compile:
@@ -73,10 +83,19 @@ class Task(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def train(self, mode: bool = True) -> "Task":
+        """Lightning switches the whole module to train mode each epoch; frozen modules stay in eval mode."""
+        super().train(mode)
+        for name in self.frozen:
+            self.model.get_submodule(name).eval()
+        return self
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         x, y = batch
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self._input(x)
         target = x if self.target == "input" else y
         output = self.model(x)
         loss = self.loss(output, target)
@@ -108,6 +127,10 @@ class Task(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        """The model's output for the inputs `batch[0]` (the rest, labels or positions, unused)."""
+        return self.model(self._input(batch[0]))
+
     def configure_gradient_clipping(
         self, optimizer: Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
     ) -> None:
@@ -124,6 +147,6 @@ class Task(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.optimizer_factory, self.model)
+        optimizer = build_optimizer(self.optimizer_factory, self.model, self.lr_multipliers)
         schedule = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": schedule} if schedule else {"optimizer": optimizer}
