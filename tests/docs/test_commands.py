@@ -82,6 +82,15 @@ def shell_environment() -> dict[str, str]:
     return env
 
 
+def check_install_stamp() -> None:
+    """`make` in the clone installs into this environment (VENV) unless the Makefile's stamp for this very
+    pyproject.toml is there; an install from the clone would point the environment at the clone."""
+    checksum = subprocess.run("cksum < pyproject.toml", shell=True, cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.split()[0]
+    if not (BIN.parent / f".installed-{checksum}").is_file():
+        pytest.fail(f"{BIN.parent} is not installed for this pyproject.toml: run `make install` first")
+
+
 def run(command: Command, clone: Path, timeout: float) -> subprocess.CompletedProcess:
     # `source .venv/bin/activate` makes no sense in a subshell of its own; the environment above is
     # what it does.
@@ -99,6 +108,8 @@ def test_every_command_of_the_document_runs_as_typed(document: Path, tmp_path: P
         if command.needs:
             skipped.append(str(command))
             continue
+        if command.text.startswith("make "):
+            check_install_stamp()
         result = run(command, clone, timeout=600)
         assert result.returncode == 0, f"{command}\nexit {result.returncode}\n{result.stdout[-3000:]}\n" \
                                        f"{result.stderr[-3000:]}"
