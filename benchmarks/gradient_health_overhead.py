@@ -128,6 +128,8 @@ def measure(case: Case, pairs: int, warmup_pairs: int, device: str, log_dir: str
         l1_weight=0.0,
         compile=None,
         channels_last=False,
+        freeze=[],
+        lr_multipliers=None,
     )
     settings = yaml.safe_load(CONF.read_text())["gradient_health"]
     settings.pop("_target_")

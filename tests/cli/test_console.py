@@ -57,7 +57,8 @@ def test_the_summary_says_what_a_person_needs_next(default_run) -> None:
 @pytest.mark.slow
 def test_piped_output_gets_progress_lines_while_training_and_never_splits_a_path(tmp_path: Path) -> None:
     started = time.monotonic()
-    process = subprocess.Popen([str(BIN / "chainrule-train"), "trainer.max_epochs=30", "callbacks.progress.every_s=2"],
+    process = subprocess.Popen([str(BIN / "chainrule-train"), "trainer.max_epochs=60", "callbacks.early_stopping=null",
+                                "callbacks.progress.every_s=2"],
                                cwd=tmp_path, env=cli_env(**ONE_THREAD), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     arrivals = []  # (seconds since start, line)
@@ -65,7 +66,7 @@ def test_piped_output_gets_progress_lines_while_training_and_never_splits_a_path
         arrivals.append((time.monotonic() - started, line.rstrip("\n")))
     assert process.wait(timeout=600) == 0, "\n".join(line for _, line in arrivals[-40:])
     ended = time.monotonic() - started
-    progress = [(t, line) for t, line in arrivals if re.match(r"^epoch \d+/30 +step \d+/\d+ ", line)]
+    progress = [(t, line) for t, line in arrivals if re.match(r"^epoch \d+/60 +step \d+/\d+ ", line)]
     assert ended >= 10
     assert len([t for t, _ in progress if t < ended - 2]) > 1  # while training, not at the end
     assert all(" samples/s" in line for _, line in progress)

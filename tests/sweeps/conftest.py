@@ -71,7 +71,11 @@ class Sweeps:
                                    direction="maximize")
 
     def completed(self, sweep_dir: Path) -> int:
-        """Completed trials so far (0 while the sweep has not created its study yet)."""
+        """Completed trials so far (0 while the sweep has not created its study yet). Read only once the
+        sweep wrote study.yaml, after its study: opening the database earlier would race the sweep in
+        creating its tables."""
+        if not (sweep_dir / "study.yaml").is_file():
+            return 0
         try:
             return sum(t.state.name == "COMPLETE" for t in self.study(sweep_dir).get_trials(deepcopy=False))
         except (KeyError, optuna.exceptions.StorageInternalError):

@@ -99,7 +99,8 @@ def print_summary(cfg: DictConfig, trainer: L.Trainer, metrics: Mapping[str, flo
     for name in sorted(k for k in metrics if k.startswith(("val/", "test/"))):
         table.add_row(name, f"{float(metrics[name]):.4f}")
     run_dir = Path(cfg.paths.output_dir)
-    last = next((p for p in (run_dir / "checkpoints" / "last.ckpt",) if p.is_file()), None)
+    last = next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")),
+                None)
     lines = [console.render(table)] if table.row_count else []
     lines += [
         f"training stopped: {stopped}" if stopped else "",

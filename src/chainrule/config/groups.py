@@ -75,5 +75,6 @@ def check_group_choices(overrides: list[str]) -> None:
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
         choices = group_options(group)
         for value in values:
-            if isinstance(value, str) and value not in choices and value != "null":
+            nested = isinstance(value, str) and any((c / group / f"{value}.yaml").is_file() for c in config_dirs())
+            if isinstance(value, str) and value not in choices and value != "null" and not nested:
                 raise unknown_choice(group.replace("/", "."), value, choices)
