@@ -119,3 +119,5 @@ def quiet_libraries() -> None:
             for handler in list(library_logger.handlers):
                 if type(handler) is logging.StreamHandler:
                     library_logger.removeHandler(handler)
+            # Imported before the root logger had handlers, Lightning also stopped its records there.
+            library_logger.propagate = True
