@@ -20,7 +20,8 @@ every rank.
 """
 
 import functools
-from collections.abc import Sequence
+import multiprocessing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,10 @@ class ByIndex(Dataset):
 
     def __init__(self, streaming: Any):
         self.streaming = streaming
-        if streaming.cache is None:
-            streaming[0]  # opens the index (and reads the first chunk)
-        self.length = len(streaming.cache)
+        # Counted from the index LitData read when it opened the dataset, without reading an item here:
+        # a reader of the training process keeps a thread, and worker processes forked later would wait
+        # on its locks when they exit.
+        self.length = sum(end - start for start, end in streaming.region_of_interest)
 
     def __len__(self) -> int:
         return self.length
@@ -191,14 +193,30 @@ def _image_item(file: tuple[str, int], image_size: int, channels: int) -> dict[s
     return {"x": image.contiguous(), "y": file[1]}
 
 
+def write_shards(fn: Callable[[Any], dict[str, Any]], inputs: dict[str, list], output: str, chunk_bytes: str | None,
+                 chunk_size: int | None, num_workers: int, start_method: str | None) -> None:
+    """`litdata.optimize` of `fn` over each split's inputs into `output`/<split> (a folder or an object-store
+    URL): one LitData dataset per split. `start_method` of LitData's worker processes: None for LitData's
+    choice (spawn), or fork (faster to start, for `fn`s that need no fresh interpreter)."""
+    from litdata import optimize
+
+    # optimize sets the start method of the whole process (force=True); every DataLoader started later
+    # in this process would then spawn its workers (a fresh interpreter each): put it back.
+    saved = multiprocessing.get_start_method(allow_none=True)
+    try:
+        for split, items in inputs.items():
+            if items:
+                optimize(fn=fn, inputs=items, output_dir=split_dir(output, split), chunk_bytes=chunk_bytes,
+                         chunk_size=chunk_size, num_workers=num_workers, mode="overwrite", verbose=False,
+                         start_method=start_method)
+    finally:
+        multiprocessing.set_start_method(saved, force=True)
+
+
 def write_image_shards(splits: dict[str, list[tuple[str, int]]], output: str, image_size: int, channels: int,
                        chunk_bytes: str, num_workers: int) -> None:
     """Each split's image files as LitData shards under `output`/<split> (a folder or an object-store URL),
     resized and center-cropped to `image_size`."""
-    from litdata import optimize
-
     fn = functools.partial(_image_item, image_size=image_size, channels=channels)
-    for split, files in splits.items():
-        if files:
-            optimize(fn=fn, inputs=files, output_dir=split_dir(output, split), chunk_bytes=chunk_bytes,
-                     num_workers=num_workers, mode="overwrite", verbose=False)
+    write_shards(fn, splits, output, chunk_bytes=chunk_bytes, chunk_size=None, num_workers=num_workers,
+                 start_method=None)

@@ -8,7 +8,7 @@ tokens at a random offset (inputs, and the same tokens shifted by one as targets
 starts at an offset drawn from the seed of (seed, e, i) (chainrule.data.draws), and the samples of each
 optimizer step are the global batch's (chainrule.data.sampling): every rank agrees on the windows of a
 step whatever the number of ranks and workers, and a resumed run continues with the same windows.
-Validation and test take consecutive, non-overlapping windows from the start of their files.
+Validation and test take fixed, non-overlapping windows spread evenly over their files.
 """
 
 import json
@@ -52,11 +52,13 @@ class TokenWindows(Dataset):
     """Windows of `seq_len + 1` tokens of one file as (inputs, targets) int64 tensors of `seq_len`.
 
     `num_windows` samples. Keyed by (index, draw seed): the window starts at seed mod (tokens - seq_len);
-    keyed by an index alone: at index x seq_len. The file is mapped lazily in each process that reads it
-    (a worker gets the path, not the mapping)."""
+    keyed by an index alone: at index x `stride` (>= seq_len: windows spread over the file, none
+    overlapping). The file is mapped lazily in each process that reads it (a worker gets the path, not
+    the mapping)."""
 
-    def __init__(self, path: Path, dtype: str, seq_len: int, num_windows: int):
+    def __init__(self, path: Path, dtype: str, seq_len: int, num_windows: int, stride: int):
         self.path, self.dtype, self.seq_len, self.num_windows = path, dtype, seq_len, num_windows
+        self.stride = stride
         self._tokens: np.ndarray | None = None
 
     @property
@@ -73,7 +75,7 @@ class TokenWindows(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = split_key(key)
-        start = index * self.seq_len if seed is None else seed % (len(self.tokens) - self.seq_len)
+        start = index * self.stride if seed is None else seed % (len(self.tokens) - self.seq_len)
         window = torch.from_numpy(self.tokens[start:start + self.seq_len + 1].astype(np.int64))
         return window[:-1], window[1:]
 
@@ -135,7 +137,8 @@ class TokenFileDataModule(IndexedDataModule):
             count = self.samples_per_epoch or side_by_side
         else:
             count = min(side_by_side, self.eval_windows or side_by_side)
-        return TokenWindows(token_file(self.data_dir, split), self.meta["dtype"], self.seq_len, count)
+        stride = (tokens - 1) // count if count else self.seq_len
+        return TokenWindows(token_file(self.data_dir, split), self.meta["dtype"], self.seq_len, count, stride)
 
 
 def assign_splits(sizes: Sequence[int], val_fraction: float, test_fraction: float,
@@ -147,7 +150,7 @@ def assign_splits(sizes: Sequence[int], val_fraction: float, test_fraction: floa
     random.Random(seed).shuffle(order)
     total, filled = sum(sizes), 0
     splits = ["train"] * len(sizes)
-    targets = [("val", val_fraction * total), ("test", (val_fraction + test_fraction) * total)]
+    targets = [("val", round(val_fraction * total)), ("test", round((val_fraction + test_fraction) * total))]
     for i in order:
         split = next((name for name, bound in targets if filled < bound), None)
         if split is None:
