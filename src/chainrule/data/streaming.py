@@ -14,14 +14,15 @@ items LitData drops so that every rank gets as many batches as the others), but 
 optimizer step depends on the number of ranks, workers and the batch size: N processes see the same
 samples each epoch as one process, in another order, so their weights are not equal to one process's.
 For a given (seed, ranks, workers, batch size) the order is fixed, and LitData's loader state, saved in
-every checkpoint by Lightning, resumes mid-epoch exactly where the run stopped. Evaluation reads items
+every checkpoint, resumes mid-epoch exactly where the run stopped. Evaluation reads items
 by index instead (chainrule.data.sampling.eval_batches): each item once, the same number of batches on
 every rank.
 """
 
 import functools
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from chainrule.core import console
 from chainrule.core.errors import ConfigError, DataNotFoundError
 from chainrule.data.batching import per_device_batch_size
 from chainrule.data.loading import LoaderOptions
+from chainrule.data.resumable import is_position, training_position
 from chainrule.data.sampling import eval_batches
 
 SPLITS = ("train", "val", "test")
@@ -76,6 +79,38 @@ class ByIndex(Dataset):
         return self.streaming[index]
 
 
+class StatesAfterBatches:
+    """LitData's loader, remembering its state after each of the last few batches it handed out.
+
+    A checkpoint is written between batches, when Lightning may already have fetched the next batch,
+    which LitData's state then counts as seen; the state after the batches actually trained on is among
+    the remembered ones. The loader's own state_dict is not exposed: Lightning would save that one."""
+
+    KEEP = 4
+
+    def __init__(self, loader: Any, epoch: Callable[[], int]):
+        self.loader = loader
+        self.epoch = epoch
+        self.states: deque[tuple[tuple[int, int], dict[str, Any]]] = deque(maxlen=self.KEEP)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = self.epoch()
+        for batches, batch in enumerate(self.loader, start=1):
+            self.states.append(((epoch, batches), self.loader.state_dict()))
+            yield batch
+
+    def state_after(self, epoch: int, batches: int) -> dict[str, Any]:
+        for key, state in reversed(self.states):
+            if key == (epoch, batches):
+                return state
+        console.warn(f"the streaming loader's state after batch {batches} of epoch {epoch} is gone; the "
+                     f"checkpoint holds its newest state, which may skip a batch on resume")
+        return self.loader.state_dict()
+
+
 class StreamingDataModule(L.LightningDataModule):
     """LitData shards (see the module's docstring): `input_dir` holds train/, val/ and optionally test/.
     `num_classes`: classes of the targets, or null for regression targets. `cache_dir`: where shards
@@ -101,6 +136,8 @@ class StreamingDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.loading = LoaderOptions(num_workers, persistent_workers, pin_memory, prefetch_factor)
         self._first: dict[str, Any] | None = None
+        self._stream: StatesAfterBatches | None = None
+        self._resume: dict[str, Any] | None = None
 
     def _dataset(self, split: str, shuffle: bool) -> Any:
         from litdata import StreamingDataset
@@ -148,9 +185,9 @@ class StreamingDataModule(L.LightningDataModule):
     def _on_gpu(self) -> bool:
         return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
-    def train_dataloader(self) -> Any:
-        """LitData's loader: its order and its state (saved in checkpoints by Lightning, which sees a
-        stateful loader) are LitData's; each rank loads its per-device share of the global batch."""
+    def train_dataloader(self) -> StatesAfterBatches:
+        """LitData's loader, in LitData's order; each rank loads its per-device share of the global batch.
+        A resumed run restores LitData's state after the last batch trained on."""
         from litdata import StreamingDataLoader
 
         world, _, accumulation = self._world()
@@ -162,7 +199,26 @@ class StreamingDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size={self.batch_size} (global) leaves no full batch of the "
                               f"{split_dir(self.input_dir, 'train')} shards per rank and worker; use a smaller "
                               f"data.batch_size or fewer data.num_workers")
-        return loader
+        resume, self._resume = self._resume, None
+        if resume is not None and "loader" in resume:
+            loader.load_state_dict(resume["loader"])
+        elif resume is not None:
+            # Between epochs: LitData counts its epochs from 1 and starts the next one at each pass.
+            loader.current_epoch = resume["epoch"]
+        self._stream = StatesAfterBatches(loader, epoch=lambda: self.trainer.current_epoch if self.trainer else 0)
+        return self._stream
+
+    # --- resuming: LitData's state after the last batch trained on travels in every checkpoint --------
+    def state_dict(self) -> dict[str, Any]:
+        position = training_position(self.trainer)
+        if not position or self._stream is None:
+            return {}
+        if position["batches"] == 0:
+            return position
+        return {**position, "loader": self._stream.state_after(position["epoch"], position["batches"])}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume = state_dict if is_position(state_dict) else None
 
     def _by_index(self, split: str) -> ByIndex | list:
         dataset = self._dataset(split, shuffle=False)
