@@ -27,7 +27,7 @@ from benchmarks.common import append_results, compose_run, device, device_name, 
 from chainrule.config import builders
 from chainrule.data.image_folder import discover
 from chainrule.data.streaming import write_image_shards
-from chainrule.data.token_file import write_token_files
+from chainrule.data.token_format import write_token_files
 from chainrule.data.tokenizers import make_tokenizer
 from chainrule.optim.param_groups import build_optimizer
 

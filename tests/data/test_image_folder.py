@@ -53,7 +53,7 @@ def test_split_folders_are_used_and_a_missing_one_takes_its_fraction_of_train(sp
 
 def test_augmentation_is_a_function_of_seed_epoch_and_index_in_any_worker(flat: Path) -> None:
     dm = datamodule(flat, "data.num_workers=0", "data.batch_size=8")
-    train = dm.dataset("train")
+    train = dm.split_dataset("train")
     first, again = train[(2, draw_seed(1, 0, 2))], train[(2, draw_seed(1, 0, 2))]
     assert torch.equal(first[0], again[0]) and first[1] == again[1]
     assert not torch.equal(first[0], train[(2, draw_seed(1, 1, 2))][0])  # another epoch, another crop

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from chainrule.core.errors import ConfigError, DataNotFoundError
 from chainrule.data.draws import SeededSampler
 from chainrule.data.sampling import GlobalBatchSampler
-from chainrule.data.token_file import assign_splits
+from chainrule.data.token_format import assign_splits
 from tests.support.configs import compose_config
 from tests.support.data_files import write_tokens
 
@@ -46,7 +46,7 @@ def test_documents_go_to_splits_by_their_share_of_the_bytes() -> None:
 
 
 def test_a_training_window_is_the_file_at_an_offset_drawn_from_its_seed(tokens: Path) -> None:
-    train = datamodule(tokens).dataset("train")
+    train = datamodule(tokens).split_dataset("train")
     ids = np.fromfile(tokens / "train.bin", dtype=np.uint16).astype(np.int64)
     assert len(train) == (len(ids) - 1) // 16  # an epoch: as many windows as fit side by side
     x, y = train[(5, 123_456_789)]
@@ -56,7 +56,7 @@ def test_a_training_window_is_the_file_at_an_offset_drawn_from_its_seed(tokens: 
 
 
 def test_every_rank_takes_the_windows_one_process_takes_at_each_step(tokens: Path) -> None:
-    train = datamodule(tokens).dataset("train")
+    train = datamodule(tokens).split_dataset("train")
 
     def steps(world: int) -> list[list[torch.Tensor]]:
         per_rank = []
@@ -75,13 +75,13 @@ def test_every_rank_takes_the_windows_one_process_takes_at_each_step(tokens: Pat
 
 def test_evaluation_windows_are_fixed_spread_over_the_file_and_capped(tokens: Path) -> None:
     dm = datamodule(tokens, "data.eval_windows=3")
-    val = dm.dataset("val")
+    val = dm.split_dataset("val")
     ids = np.fromfile(tokens / "val.bin", dtype=np.uint16).astype(np.int64)
     stride = (len(ids) - 1) // 3
     assert len(val) == 3 and stride > 16
     for i in range(3):
         assert torch.equal(val[i][0], torch.from_numpy(ids[i * stride:i * stride + 16]))
-    everything = datamodule(tokens, "data.eval_windows=null").dataset("val")
+    everything = datamodule(tokens, "data.eval_windows=null").split_dataset("val")
     assert len(everything) == (len(ids) - 1) // 16
     assert torch.equal(torch.cat([everything[i][0] for i in range(len(everything))]),
                        torch.from_numpy(ids[:16 * len(everything)]))  # side by side: all of the file
@@ -95,4 +95,4 @@ def test_missing_token_files_name_the_command_that_writes_them(tmp_path: Path) -
 
 def test_a_window_longer_than_the_training_file_is_refused(tokens: Path) -> None:
     with pytest.raises(ConfigError, match=r"not more than data.seq_len=100000"):
-        datamodule(tokens, "data.seq_len=100000").dataset("train")
+        datamodule(tokens, "data.seq_len=100000").split_dataset("train")

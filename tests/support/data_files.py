@@ -10,7 +10,7 @@ import torch
 from torchvision.io import write_jpeg, write_png
 
 from chainrule.data import streaming
-from chainrule.data.token_file import write_token_files
+from chainrule.data.token_format import write_token_files
 from chainrule.data.tokenizers import make_tokenizer
 
 IMAGE_CLASSES = 3

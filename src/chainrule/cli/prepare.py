@@ -48,11 +48,11 @@ def documents(inputs: list[str], pattern: str, stdlib: bool) -> list[Path]:
 
 
 def prepare_tokens(args: argparse.Namespace) -> None:
-    from chainrule.data.token_file import write_token_files
+    from chainrule.data.token_format import write_token_files
     from chainrule.data.tokenizers import make_tokenizer
 
-    tokenizer = make_tokenizer(args.tokenizer)
     files = documents(args.inputs, args.pattern, args.stdlib)
+    tokenizer = make_tokenizer(args.tokenizer)
     started = time.monotonic()
     meta = write_token_files(files, tokenizer, Path(args.output), args.val_fraction, args.test_fraction, args.seed)
     counts = ", ".join(f"{split} {c['tokens']:,} tokens ({c['documents']:,} files)"
@@ -69,7 +69,7 @@ def prepare_shards(args: argparse.Namespace) -> None:
     classes, splits = discover(Path(args.images), args.val_fraction, args.test_fraction, args.seed)
     started = time.monotonic()
     write_image_shards(splits, args.output, args.image_size, args.channels, args.chunk_bytes, args.workers)
-    counts = ", ".join(f"{split} {len(files):,}" for split, files in splits.items() if files)
+    counts = ", ".join(f"{split} {len(splits[split]):,}" for split in ("train", "val", "test") if splits[split])
     console.say(f"wrote {args.output}: {counts} images of {len(classes)} classes, {args.channels}x"
                 f"{args.image_size}x{args.image_size}, in {time.monotonic() - started:.1f} s\n"
                 f"train on it: chainrule-train data=streaming data.input_dir={args.output} "

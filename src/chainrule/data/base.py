@@ -109,6 +109,6 @@ class InMemoryDataModule(IndexedDataModule):
     def setup(self, stage: str | None = None) -> None:
         _ = self.splits
 
-    def dataset(self, split: str) -> TensorDataset:
+    def split_dataset(self, split: str) -> TensorDataset:
         arrays: Arrays = getattr(self.splits, split)
         return TensorDataset(arrays.x, arrays.y)

@@ -149,13 +149,13 @@ class ImageFolderDataModule(IndexedDataModule):
     def input_shape(self) -> tuple[int, int, int]:
         return self.channels, self.image_size, self.image_size
 
-    def dataset(self, split: str) -> ImageFiles:
+    def split_dataset(self, split: str) -> ImageFiles:
         return ImageFiles(self.files[split], self.transforms[split], self.channels, self.mean, self.std)
 
     def setup(self, stage: str | None = None) -> None:
         """Check on one image that both transforms give the input shape the model is built for."""
         for split in SPLITS:
-            dataset = self.dataset(split)
+            dataset = self.split_dataset(split)
             if len(dataset) == 0:
                 continue
             shape = tuple(dataset[(0, 0) if split == "train" else 0][0].shape)

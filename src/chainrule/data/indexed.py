@@ -17,7 +17,7 @@ SPLITS = ("train", "val", "test")
 
 
 class IndexedDataModule(L.LightningDataModule):
-    """Subclasses implement `dataset(split)` for `train`, `val` and `test`.
+    """Subclasses implement `split_dataset(split)` for `train`, `val` and `test`.
 
     `batch_size` is the global batch per optimizer step; each process loads batch_size / (world size x
     gradient accumulation) samples per step, and the samples of one step are the same whatever the
@@ -49,13 +49,13 @@ class IndexedDataModule(L.LightningDataModule):
         return self.loading.num_workers
 
     # --- what subclasses provide -------------------------------------------------------------------
-    def dataset(self, split: str) -> Dataset:
+    def split_dataset(self, split: str) -> Dataset:
         """The map-style dataset of `split` (train, val or test); its length is its number of samples."""
         raise NotImplementedError
 
     def split_sizes(self) -> dict[str, int]:
         """Samples in each split, for the run's header."""
-        return {split: len(self.dataset(split)) for split in SPLITS}
+        return {split: len(self.split_dataset(split)) for split in SPLITS}
 
     # --- loaders ----------------------------------------------------------------------------------
     def _world(self) -> tuple[int, int, int]:
@@ -67,7 +67,7 @@ class IndexedDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         world, rank, accumulation = self._world()
-        dataset = self.dataset("train")
+        dataset = self.split_dataset("train")
         sampler = GlobalBatchSampler(len(dataset), self.batch_size, world, rank, accumulation,
                                      shuffle=True, seed=self.split_seed)
         if self._resume_position is not None:
@@ -78,10 +78,10 @@ class IndexedDataModule(L.LightningDataModule):
         return self._loader(dataset, batch_size=sampler.micro_batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.dataset("val"))
+        return self._eval_loader(self.split_dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.dataset("test"))
+        return self._eval_loader(self.split_dataset("test"))
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         world, rank, _ = self._world()

@@ -7,8 +7,8 @@ tiktoken's or a Hugging Face `tokenizer.json` when their package and files are o
 """
 
 import importlib
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
