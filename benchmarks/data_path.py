@@ -71,7 +71,8 @@ def write_data(root: Path, preset: Preset) -> None:
             write_jpeg(torch.from_numpy(pixels), str(folder / f"{i}.jpg"), quality=90)
     if not (root / "shards").is_dir():
         _, splits = discover(root / "images", 0.1, 0.0, seed=0)
-        write_image_shards(splits, str(root / "shards"), preset.image_size, 3, "64MB", num_workers=1)
+        write_image_shards(splits, str(root / "shards"), preset.image_size, 3, "64MB", num_workers=preset.workers,
+                           start_method="fork")
     if not (root / "tokens").is_dir():
         words = np.array(["def", "return", "self", "import", "class", "value", "for", "in", "(", ")", "\n"])
         text = root / "text.txt"
@@ -108,7 +109,8 @@ def loader_rate(datamodule, batches: int) -> tuple[float, int]:
 
 
 def model_rate(cfg, datamodule, steps: int) -> float:
-    """Samples per second of training steps (forward, backward, optimizer) on one batch on the device."""
+    """Samples per second of training steps (forward, backward, optimizer) on one batch on the device, after
+    two steps of warm-up."""
     task = builders.build_task(cfg, datamodule)
     model = task.model.to(device()).train()
     optimizer = build_optimizer(instantiate(cfg.optim), model)
@@ -151,7 +153,7 @@ def main() -> None:
         tiny = PRESETS["tiny"]
         preset = Preset(tiny.images, tiny.image_px, tiny.image_size, preset.image_model, tiny.image_batch, tiny.tokens,
                         tiny.seq_len, (*preset.gpt, "model.n_layer=1"), tiny.token_batch, tiny.workers, tiny.batches,
-                        tiny.steps)
+                        steps=1)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.data_dir or Path(scratch)
         write_data(root, preset)

@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 from chainrule.core.errors import ConfigError, DataNotFoundError
 from chainrule.data.draws import SeededSampler
 from chainrule.data.sampling import GlobalBatchSampler
-from chainrule.data.token_format import assign_splits
+from chainrule.data.token_format import assign_splits, write_token_files
+from chainrule.data.tokenizers import make_tokenizer
 from tests.support.configs import compose_config
 from tests.support.data_files import write_tokens
 
@@ -96,3 +97,13 @@ def test_missing_token_files_name_the_command_that_writes_them(tmp_path: Path) -
 def test_a_window_longer_than_the_training_file_is_refused(tokens: Path) -> None:
     with pytest.raises(ConfigError, match=r"not more than data.seq_len=100000"):
         datamodule(tokens, "data.seq_len=100000").split_dataset("train")
+
+
+def test_one_big_document_is_split_by_its_tokens(tmp_path: Path) -> None:
+    text = tmp_path / "one.txt"
+    text.write_bytes(bytes(range(32, 127)) * 100)  # 9,500 bytes
+    meta = write_token_files([text], make_tokenizer("bytes"), tmp_path / "out", 0.1, 0.05, seed=0)
+    counts = {split: c["tokens"] for split, c in meta["splits"].items()}
+    assert counts == {"train": 9501 - 950 - 475, "val": 950, "test": 475}
+    ids = np.concatenate([np.fromfile(tmp_path / "out" / f"{s}.bin", dtype=np.uint16) for s in ("train", "test", "val")])
+    assert bytes(ids[:-1].astype(np.uint8)) == text.read_bytes() and ids[-1] == 256

@@ -68,7 +68,9 @@ def prepare_shards(args: argparse.Namespace) -> None:
 
     classes, splits = discover(Path(args.images), args.val_fraction, args.test_fraction, args.seed)
     started = time.monotonic()
-    write_image_shards(splits, args.output, args.image_size, args.channels, args.chunk_bytes, args.workers)
+    # LitData's own start method for its workers (spawn): uploads to object stores use threads.
+    write_image_shards(splits, args.output, args.image_size, args.channels, args.chunk_bytes, args.workers,
+                       start_method=None)
     counts = ", ".join(f"{split} {len(splits[split]):,}" for split in ("train", "val", "test") if splits[split])
     console.say(f"wrote {args.output}: {counts} images of {len(classes)} classes, {args.channels}x"
                 f"{args.image_size}x{args.image_size}, in {time.monotonic() - started:.1f} s\n"

@@ -270,9 +270,9 @@ def write_shards(fn: Callable[[Any], dict[str, Any]], inputs: dict[str, list], o
 
 
 def write_image_shards(splits: dict[str, list[tuple[str, int]]], output: str, image_size: int, channels: int,
-                       chunk_bytes: str, num_workers: int) -> None:
+                       chunk_bytes: str, num_workers: int, start_method: str | None) -> None:
     """Each split's image files as LitData shards under `output`/<split> (a folder or an object-store URL),
-    resized and center-cropped to `image_size`."""
+    resized and center-cropped to `image_size` (`start_method`: see write_shards)."""
     fn = functools.partial(_image_item, image_size=image_size, channels=channels)
     write_shards(fn, splits, output, chunk_bytes=chunk_bytes, chunk_size=None, num_workers=num_workers,
-                 start_method=None)
+                 start_method=start_method)

@@ -40,27 +40,42 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
 
 def assign_splits(sizes: Sequence[int], val_fraction: float, test_fraction: float,
                   seed: int) -> list[str]:
-    """The split of each document: in an order shuffled with `seed`, documents go to val until val holds
-    `val_fraction` of all bytes, then to test likewise, the rest to train (whole documents: no text is
-    in two splits)."""
+    """The split of each document: in an order shuffled with `seed`, a document goes to val while val holds
+    less than `val_fraction` of all bytes and the document still fits in that share, else to test likewise,
+    else to train (whole documents: no text is in two splits)."""
     order = list(range(len(sizes)))
     random.Random(seed).shuffle(order)
-    total, filled = sum(sizes), 0
+    total = sum(sizes)
+    budget = {"val": round(val_fraction * total), "test": round(test_fraction * total)}
+    used = dict.fromkeys(budget, 0)
     splits = ["train"] * len(sizes)
-    targets = [("val", round(val_fraction * total)), ("test", round((val_fraction + test_fraction) * total))]
     for i in order:
-        split = next((name for name, bound in targets if filled < bound), None)
-        if split is None:
-            break
-        splits[i] = split
-        filled += sizes[i]
+        split = next((name for name in budget if used[name] + sizes[i] <= budget[name]), None)
+        if split is not None:
+            splits[i] = split
+            used[split] += sizes[i]
     return splits
+
+
+def _carve(output: Path, dtype: str, split: str, fraction: float, total: int) -> int:
+    """Move the last `fraction` of all `total` tokens from train.bin to `split`.bin (for text too few
+    documents to split whole, such as one big file); returns the tokens moved."""
+    train = token_file(output, "train")
+    count = np.dtype(dtype).itemsize
+    tokens = train.stat().st_size // count
+    moved = min(round(fraction * total), max(0, tokens - 1))
+    tail = np.fromfile(train, dtype=dtype, offset=(tokens - moved) * count)
+    tail.tofile(token_file(output, split))
+    with open(train, "r+b") as f:
+        f.truncate((tokens - moved) * count)
+    return moved
 
 
 def write_token_files(documents: Sequence[Path], tokenizer: Tokenizer, output: Path, val_fraction: float,
                       test_fraction: float, seed: int) -> dict[str, Any]:
     """Tokenize `documents` (each followed by the end-of-text token) into train.bin, val.bin, test.bin and
-    meta.json under `output`, in a seeded document order; returns what meta.json records."""
+    meta.json under `output`, in a seeded document order; returns what meta.json records. A split that
+    no whole document fits in takes its fraction from the end of the training tokens instead."""
     dtype = "uint16" if tokenizer.vocab_size <= 2**16 else "uint32"
     splits = assign_splits([d.stat().st_size for d in documents], val_fraction, test_fraction, seed)
     order = list(range(len(documents)))
@@ -80,6 +95,12 @@ def write_token_files(documents: Sequence[Path], tokenizer: Tokenizer, output: P
     finally:
         for f in files.values():
             f.close()
+    total = sum(c["tokens"] for c in counts.values())
+    for split, fraction in (("val", val_fraction), ("test", test_fraction)):
+        if fraction > 0 and counts[split]["tokens"] == 0:
+            moved = _carve(output, dtype, split, fraction, total)
+            counts[split]["tokens"] += moved
+            counts["train"]["tokens"] -= moved
     meta = {"dtype": dtype, "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.name,
             "eot": tokenizer.eot, "splits": counts}
     (output / META).write_text(json.dumps(meta, indent=2) + "\n")
