@@ -16,6 +16,7 @@ from chainrule.data.token_format import assign_splits, write_token_files
 from chainrule.data.tokenizers import make_tokenizer
 from tests.support.configs import compose_config
 from tests.support.data_files import write_tokens
+from tests.support.processes import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +108,13 @@ def test_one_big_document_is_split_by_its_tokens(tmp_path: Path) -> None:
     assert counts == {"train": 9501 - 950 - 475, "val": 950, "test": 475}
     ids = np.concatenate([np.fromfile(tmp_path / "out" / f"{s}.bin", dtype=np.uint16) for s in ("train", "test", "val")])
     assert bytes(ids[:-1].astype(np.uint8)) == text.read_bytes() and ids[-1] == 256
+
+
+@pytest.mark.slow
+def test_training_on_missing_token_files_ends_in_one_line(tmp_path: Path) -> None:
+    result = run_cli("chainrule-train", "experiment=stdlib_gpt", "data.data_dir=nowhere", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "chainrule: error: no token files in nowhere (meta.json is missing): write them with `chainrule-prepare "
+        "tokens <text files or folders> --output nowhere`, or point data.data_dir at a folder holding train.bin, "
+        "val.bin and meta.json"]
