@@ -100,7 +100,12 @@ def loaders(root: Path, preset: Preset) -> dict[str, tuple[str, ...]]:
 def loader_rate(datamodule, batches: int) -> tuple[float, int]:
     """Samples per second over `batches` batches after the first (worker start-up excluded)."""
     loader = datamodule.train_dataloader()
-    iterator = itertools.cycle(loader) if len(loader) <= batches else iter(loader)
+
+    def passes():  # epoch after epoch, each loaded anew (itertools.cycle would replay stored batches)
+        while True:
+            yield from loader
+
+    iterator = passes()
     first = next(iterator)
     start, samples = time.perf_counter(), 0
     for x, _ in itertools.islice(iterator, batches):
