@@ -96,6 +96,10 @@ class StatesAfterBatches:
     def __len__(self) -> int:
         return len(self.loader)
 
+    @property
+    def dataset(self) -> Any:
+        return self.loader.dataset
+
     def __iter__(self) -> Iterator[Any]:
         epoch = self.epoch()
         for batches, batch in enumerate(self.loader, start=1):
