@@ -72,8 +72,8 @@ def write_data(root: Path, preset: Preset) -> None:
             write_jpeg(torch.from_numpy(pixels), str(folder / f"{i}.jpg"), quality=90)
     if not (root / "shards").is_dir():
         _, splits = discover(root / "images", 0.1, 0.0, seed=0)
-        write_image_shards(splits, str(root / "shards"), preset.image_size, 3, "64MB", num_workers=preset.workers,
-                           start_method="fork")
+        write_image_shards(splits, str(root / "shards"), preset.image_size, 3, "64MB",
+                           num_workers=preset.workers, start_method="fork")
     if not (root / "tokens").is_dir():
         words = np.array(["def", "return", "self", "import", "class", "value", "for", "in", "(", ")", "\n"])
         text = root / "text.txt"
@@ -82,18 +82,19 @@ def write_data(root: Path, preset: Preset) -> None:
 
 
 def loaders(root: Path, preset: Preset) -> dict[str, tuple[str, ...]]:
-    image = (f"data.image_size={preset.image_size}", f"data.batch_size={preset.image_batch}", *preset.image_model)
+    size, batch = f"data.image_size={preset.image_size}", f"data.batch_size={preset.image_batch}"
+    image = (size, batch, *preset.image_model)
     return {
         "in-memory (synthetic tensors)": (
             "data=synthetic", f"data.input_shape=[3,{preset.image_size},{preset.image_size}]",
-            f"data.num_samples={preset.images}", "data.num_classes=4", f"data.batch_size={preset.image_batch}",
-            *preset.image_model),
+            f"data.num_samples={preset.images}", "data.num_classes=4", batch, *preset.image_model),
         "image folder (JPEG)": ("data=image_folder", f"data.data_dir={root}/images", *image,
                                 f"data.num_workers={preset.workers}"),
-        "token file": ("experiment=stdlib_gpt", f"data.data_dir={root}/tokens", f"data.seq_len={preset.seq_len}",
-                       f"data.batch_size={preset.token_batch}", *preset.gpt),
-        "streaming (LitData shards)": ("data=streaming", f"data.input_dir={root}/shards", "data.num_classes=4",
-                                       f"data.batch_size={preset.image_batch}", *preset.image_model,
+        "token file": ("experiment=stdlib_gpt", f"data.data_dir={root}/tokens",
+                       f"data.seq_len={preset.seq_len}", f"data.batch_size={preset.token_batch}",
+                       *preset.gpt),
+        "streaming (LitData shards)": ("data=streaming", f"data.input_dir={root}/shards",
+                                       "data.num_classes=4", batch, *preset.image_model,
                                        f"data.num_workers={preset.workers}"),
     }
 
@@ -158,7 +159,8 @@ def measure(name: str, overrides: tuple[str, ...], preset: Preset) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--dry-run", action="store_true", help="the preset's models at tiny sizes on the CPU")
     parser.add_argument("--data-dir", type=Path, help="reuse (or keep) the generated data here")
@@ -167,15 +169,16 @@ def main() -> None:
     preset = PRESETS[args.preset]
     if args.dry_run:
         tiny = PRESETS["tiny"]
-        preset = Preset(tiny.images, tiny.image_px, tiny.image_size, preset.image_model, tiny.image_batch, tiny.tokens,
-                        tiny.seq_len, (*preset.gpt, "model.n_layer=1"), tiny.token_batch, tiny.workers, tiny.batches,
-                        steps=1)
+        preset = Preset(tiny.images, tiny.image_px, tiny.image_size, preset.image_model, tiny.image_batch,
+                        tiny.tokens, tiny.seq_len, (*preset.gpt, "model.n_layer=1"), tiny.token_batch,
+                        tiny.workers, tiny.batches, steps=1)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.data_dir or Path(scratch)
         write_data(root, preset)
         rows = [measure(name, overrides, preset) for name, overrides in loaders(root, preset).items()]
     title = f"Data path ({args.preset}{', dry run' if args.dry_run else ''}): loader vs model samples/s"
-    table = print_table(title, ["loader", "workers", "batch", "loader", "model (train step)", "loader/model"], rows)
+    header = ["loader", "workers", "batch", "loader", "model (train step)", "loader/model"]
+    table = print_table(title, header, rows)
     if not args.no_record and args.preset != "tiny" and not args.dry_run:
         append_results(table, f"{device_name()}")
 

@@ -37,9 +37,9 @@ def test_the_stdlib_corpus_becomes_token_files_a_gpt_learns(tmp_path: Path) -> N
 
     run_dir = tmp_path / "run"
     trained = run_cli("chainrule-train", "experiment=stdlib_gpt", "model.n_layer=1", "model.n_head=2",
-                      "model.n_embd=32", "data.seq_len=32", "data.batch_size=16", "data.samples_per_epoch=640",
-                      "data.eval_windows=64", "trainer.max_epochs=2", "logger=csv", "test=false", *QUIET_CONSOLE,
-                      f"hydra.run.dir={run_dir}", cwd=tmp_path)
+                      "model.n_embd=32", "data.seq_len=32", "data.batch_size=16",
+                      "data.samples_per_epoch=640", "data.eval_windows=64", "trainer.max_epochs=2",
+                      "logger=csv", "test=false", *QUIET_CONSOLE, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     losses = read_metric(run_dir, "val/loss")
     assert len(losses) == 2 and losses[-1] < 3.5 < 5.55  # from ln(257) = 5.55 nats per byte at the start
@@ -56,8 +56,8 @@ def test_an_image_folder_becomes_shards_that_stream_to_training(tmp_path: Path) 
 
     run_dir = tmp_path / "run"
     trained = run_cli("chainrule-train", "data=streaming", "data.input_dir=shards", "data.num_classes=3",
-                      "data.batch_size=6", "data.num_workers=1", "model=cnn", "trainer.max_epochs=2", "logger=csv",
-                      "test=false", *QUIET_CONSOLE, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+                      "data.batch_size=6", "data.num_workers=1", "model=cnn", "trainer.max_epochs=2",
+                      "logger=csv", "test=false", *QUIET_CONSOLE, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert len(read_metric(run_dir, "val/loss")) == 2
     assert "data: streaming (18 train / 6 val / 0 test samples, global batch 6, input 3x12x12, 3 classes)" \
@@ -66,7 +66,8 @@ def test_an_image_folder_becomes_shards_that_stream_to_training(tmp_path: Path) 
 
 @pytest.mark.parametrize(("args", "message"), [
     (("tokens", "nowhere", "--output", "out"), "nowhere: no such file or folder"),
-    (("tokens", ".", "--pattern", "*.nothing", "--output", "out"), "no files to tokenize: none match --pattern"),
+    (("tokens", ".", "--pattern", "*.nothing", "--output", "out"),
+     "no files to tokenize: none match --pattern"),
     (("tokens", "--stdlib", "--tokenizer", "sentencepiece", "--output", "out"),
      "unknown tokenizer 'sentencepiece'; choose one of: bytes, tiktoken:<encoding>, hf:<tokenizer.json>"),
     (("tokens", "--stdlib", "--tokenizer", "hf:missing/tokenizer.json", "--output", "out"),

@@ -60,7 +60,8 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index_in_any_worker(flat: 
     assert first[0].shape == (3, 16, 16) and first[0].dtype == torch.float32 and 0 <= first[0].min()
 
     in_process = [batch for batch in dm.train_dataloader()]
-    workers = [batch for batch in datamodule(flat, "data.num_workers=2", "data.batch_size=8").train_dataloader()]
+    with_workers = datamodule(flat, "data.num_workers=2", "data.batch_size=8")
+    workers = [batch for batch in with_workers.train_dataloader()]
     assert len(in_process) == 24 // 8
     for (x0, y0), (x2, y2) in zip(in_process, workers, strict=True):
         assert torch.equal(x0, x2) and torch.equal(y0, y2)
@@ -68,7 +69,8 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index_in_any_worker(flat: 
 
 def test_transforms_that_do_not_give_the_input_shape_are_refused(flat: Path) -> None:
     # Resize alone keeps the 20x24 images' aspect ratio.
-    dm = datamodule(flat, "data.eval_transform.transforms=[{_target_:torchvision.transforms.v2.Resize,size:16}]")
+    resize_only = "data.eval_transform.transforms=[{_target_:torchvision.transforms.v2.Resize,size:16}]"
+    dm = datamodule(flat, resize_only)
     with pytest.raises(ConfigError, match=r"data.eval_transform makes 3x16x19 images .* data.image_size=16"):
         dm.setup("fit")
 
@@ -80,8 +82,8 @@ def test_a_missing_folder_says_what_to_put_there(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_a_cnn_trains_on_the_image_files_with_workers(flat: Path, compose_train) -> None:
-    cfg = compose_train("data=image_folder", f"data.data_dir={flat}", "data.image_size=16", "data.batch_size=8",
-                        "data.num_workers=2", "model=cnn", *QUICK)
+    cfg = compose_train("data=image_folder", f"data.data_dir={flat}", "data.image_size=16",
+                        "data.batch_size=8", "data.num_workers=2", "model=cnn", *QUICK)
     dm = builders.build_datamodule(cfg)
     task = builders.build_task(cfg, dm)
     before = [p.detach().clone() for p in task.parameters()]

@@ -38,13 +38,15 @@ def test_the_files_hold_every_document_once_with_an_end_of_text_token_each(token
         ids = np.fromfile(tokens / f"{split}.bin", dtype=np.uint16)
         assert len(ids) == c["tokens"] and (ids == 256).sum() == c["documents"] and ids[-1] == 256
     text = bytes(np.fromfile(tokens / "train.bin", dtype=np.uint16)[:40].astype(np.uint8)).decode()
-    assert text.split()[0] in {"def", "return", "self", "import", "class", "value", "for", "in", "range", "print"}
+    assert text.split()[0] in {"def", "return", "self", "import", "class", "value", "for", "in", "range",
+                               "print"}
 
 
 def test_documents_go_to_splits_by_their_share_of_the_bytes() -> None:
     splits = assign_splits([100] * 20, val_fraction=0.1, test_fraction=0.2, seed=0)
     assert splits.count("val") == 2 and splits.count("test") == 4 and splits.count("train") == 14
-    assert assign_splits([100] * 20, 0.1, 0.2, seed=0) == splits != assign_splits([100] * 20, 0.1, 0.2, seed=1)
+    assert assign_splits([100] * 20, 0.1, 0.2, seed=0) == splits
+    assert assign_splits([100] * 20, 0.1, 0.2, seed=1) != splits
 
 
 def test_a_training_window_is_the_file_at_an_offset_drawn_from_its_seed(tokens: Path) -> None:
@@ -66,13 +68,15 @@ def test_every_rank_takes_the_windows_one_process_takes_at_each_step(tokens: Pat
             sampler = SeededSampler(GlobalBatchSampler(len(train), 8, world, rank, seed=12345), seed=12345)
             sampler.set_epoch(1)
             keys = list(sampler)
-            per_rank.append([keys[s * 8 // world:(s + 1) * 8 // world] for s in range(len(keys) * world // 8)])
+            share = 8 // world  # each rank's part of a global batch of 8
+            per_rank.append([keys[s * share:(s + 1) * share] for s in range(len(keys) // share)])
         return [[train[key][0] for rank in per_rank for key in rank[s]] for s in range(len(per_rank[0]))]
 
     single, ddp = steps(1), steps(2)
     assert len(single) == len(ddp) > 3
     for one, two in zip(single, ddp):
-        assert torch.equal(torch.stack(sorted(one, key=lambda t: t.tolist())), torch.stack(sorted(two, key=lambda t: t.tolist())))
+        assert torch.equal(torch.stack(sorted(one, key=torch.Tensor.tolist)),
+                           torch.stack(sorted(two, key=torch.Tensor.tolist)))
 
 
 def test_evaluation_windows_are_fixed_spread_over_the_file_and_capped(tokens: Path) -> None:
@@ -106,7 +110,8 @@ def test_one_big_document_is_split_by_its_tokens(tmp_path: Path) -> None:
     meta = write_token_files([text], make_tokenizer("bytes"), tmp_path / "out", 0.1, 0.05, seed=0)
     counts = {split: c["tokens"] for split, c in meta["splits"].items()}
     assert counts == {"train": 9501 - 950 - 475, "val": 950, "test": 475}
-    ids = np.concatenate([np.fromfile(tmp_path / "out" / f"{s}.bin", dtype=np.uint16) for s in ("train", "test", "val")])
+    ids = np.concatenate([np.fromfile(tmp_path / "out" / f"{split}.bin", dtype=np.uint16)
+                          for split in ("train", "test", "val")])
     assert bytes(ids[:-1].astype(np.uint8)) == text.read_bytes() and ids[-1] == 256
 
 
@@ -115,6 +120,6 @@ def test_training_on_missing_token_files_ends_in_one_line(tmp_path: Path) -> Non
     result = run_cli("chainrule-train", "experiment=stdlib_gpt", "data.data_dir=nowhere", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "chainrule: error: no token files in nowhere (meta.json is missing): write them with `chainrule-prepare "
-        "tokens <text files or folders> --output nowhere`, or point data.data_dir at a folder holding train.bin, "
-        "val.bin and meta.json"]
+        "chainrule: error: no token files in nowhere (meta.json is missing): write them with "
+        "`chainrule-prepare tokens <text files or folders> --output nowhere`, or point data.data_dir at a "
+        "folder holding train.bin, val.bin and meta.json"]

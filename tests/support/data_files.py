@@ -53,7 +53,8 @@ def write_text(folder: Path, files: int = 12, lines: int = 60, seed: int = 0) ->
 def write_tokens(folder: Path, text_dir: Path | None = None) -> Path:
     """Token files of write_text's documents (byte tokenizer) in `folder`."""
     documents = write_text(text_dir or folder.parent / f"{folder.name}-text")
-    write_token_files(documents, make_tokenizer("bytes"), folder, val_fraction=0.15, test_fraction=0.15, seed=0)
+    write_token_files(documents, make_tokenizer("bytes"), folder, val_fraction=0.15, test_fraction=0.15,
+                      seed=0)
     return folder
 
 
@@ -62,7 +63,8 @@ def _item(index: int, features: int, classes: int, seed: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
     teacher = torch.randn(features, classes, generator=generator)
     features_x = torch.randn(features, generator=torch.Generator().manual_seed(seed * 100_003 + index))
-    return {"x": torch.cat([torch.tensor([float(index)]), features_x]), "y": int((features_x @ teacher).argmax())}
+    x = torch.cat([torch.tensor([float(index)]), features_x])
+    return {"x": x, "y": int((features_x @ teacher).argmax())}
 
 
 SHARD_FEATURES = 7

@@ -25,7 +25,8 @@ NOT_STDLIB = {"site-packages", "dist-packages"}
 def stdlib_sources() -> list[Path]:
     """The Python files of this interpreter's standard library: a corpus every machine has."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    return sorted(p for p in root.rglob("*.py") if not NOT_STDLIB & set(p.relative_to(root).parts) and p.is_file())
+    return sorted(p for p in root.rglob("*.py")
+                  if not NOT_STDLIB & set(p.relative_to(root).parts) and p.is_file())
 
 
 def documents(inputs: list[str], pattern: str, stdlib: bool) -> list[Path]:
@@ -42,8 +43,9 @@ def documents(inputs: list[str], pattern: str, stdlib: bool) -> list[Path]:
             raise DataNotFoundError(f"{name}: no such file or folder")
     unique = sorted(set(found))
     if not unique:
-        raise DataNotFoundError(f"no files to tokenize: none match --pattern '{pattern}' in {', '.join(inputs)}"
-                                if inputs else "no files to tokenize: name text files or folders, or pass --stdlib")
+        raise DataNotFoundError(
+            f"no files to tokenize: none match --pattern '{pattern}' in {', '.join(inputs)}" if inputs
+            else "no files to tokenize: name text files or folders, or pass --stdlib")
     return unique
 
 
@@ -54,7 +56,8 @@ def prepare_tokens(args: argparse.Namespace) -> None:
     files = documents(args.inputs, args.pattern, args.stdlib)
     tokenizer = make_tokenizer(args.tokenizer)
     started = time.monotonic()
-    meta = write_token_files(files, tokenizer, Path(args.output), args.val_fraction, args.test_fraction, args.seed)
+    meta = write_token_files(files, tokenizer, Path(args.output), args.val_fraction, args.test_fraction,
+                             args.seed)
     counts = ", ".join(f"{split} {c['tokens']:,} tokens ({c['documents']:,} files)"
                        for split, c in meta["splits"].items())
     console.say(f"wrote {args.output}: {counts}; vocabulary {meta['vocab_size']:,} ({meta['tokenizer']}, "
@@ -71,7 +74,8 @@ def prepare_shards(args: argparse.Namespace) -> None:
     # LitData's own start method for its workers (spawn): uploads to object stores use threads.
     write_image_shards(splits, args.output, args.image_size, args.channels, args.chunk_bytes, args.workers,
                        start_method=None)
-    counts = ", ".join(f"{split} {len(splits[split]):,}" for split in ("train", "val", "test") if splits[split])
+    counts = ", ".join(f"{split} {len(splits[split]):,}" for split in ("train", "val", "test")
+                       if splits[split])
     console.say(f"wrote {args.output}: {counts} images of {len(classes)} classes, {args.channels}x"
                 f"{args.image_size}x{args.image_size}, in {time.monotonic() - started:.1f} s\n"
                 f"train on it: chainrule-train data=streaming data.input_dir={args.output} "
@@ -87,22 +91,25 @@ def parser() -> argparse.ArgumentParser:
     tokens = commands.add_parser("tokens", help="text files -> train.bin, val.bin, test.bin, meta.json")
     tokens.add_argument("inputs", nargs="*", help="text files, or folders searched for --pattern")
     tokens.add_argument("--stdlib", action="store_true",
-                        help="also the standard library's .py files of this Python (a corpus with no download)")
+                        help="also the standard library's .py files of this Python (no download)")
     tokens.add_argument("--output", required=True, help="folder for the token files")
     tokens.add_argument("--tokenizer", default="bytes",
                         help="bytes (built in), tiktoken:<encoding> or hf:<tokenizer.json> (default: bytes)")
     tokens.add_argument("--pattern", default="*.txt", help="files to take from folders (default: *.txt)")
-    tokens.add_argument("--val-fraction", type=float, default=0.05, help="of the text, whole files (default: 0.05)")
+    tokens.add_argument("--val-fraction", type=float, default=0.05,
+                        help="of the text, whole files (default: 0.05)")
     tokens.add_argument("--test-fraction", type=float, default=0.05, help="(default: 0.05)")
     tokens.add_argument("--seed", type=int, default=0, help="for the files' order and split (default: 0)")
     tokens.set_defaults(run=prepare_tokens)
 
     shards = commands.add_parser("shards", help="an image folder -> LitData shards of train, val, test")
     shards.add_argument("images", help="class folders, or train/, val/, test/ folders of them")
-    shards.add_argument("--output", required=True, help="folder or object-store URL (s3://...) for the shards")
-    shards.add_argument("--image-size", type=int, default=64, help="resized and center-cropped to (default: 64)")
-    shards.add_argument("--channels", type=int, choices=[1, 3], default=3, help="3: RGB, 1: grayscale (default: 3)")
-    shards.add_argument("--val-fraction", type=float, default=0.1, help="for a split without a folder (default: 0.1)")
+    shards.add_argument("--output", required=True, help="folder or object-store URL (s3://...)")
+    shards.add_argument("--image-size", type=int, default=64, help="resized and center-cropped (default: 64)")
+    shards.add_argument("--channels", type=int, choices=[1, 3], default=3,
+                        help="3: RGB, 1: grayscale (default: 3)")
+    shards.add_argument("--val-fraction", type=float, default=0.1,
+                        help="for a split without a folder (default: 0.1)")
     shards.add_argument("--test-fraction", type=float, default=0.1, help="(default: 0.1)")
     shards.add_argument("--seed", type=int, default=0, help="for the fractions' split (default: 0)")
     shards.add_argument("--chunk-bytes", default="64MB", help="size of a shard (default: 64MB)")

@@ -66,7 +66,8 @@ def _files(folder: Path, class_to_idx: dict[str, int], required: bool) -> Files:
                                 f"({', '.join(EXTENSIONS)})") from None
 
 
-def discover(data_dir: Path, val_fraction: float, test_fraction: float, seed: int) -> tuple[list[str], dict[str, Files]]:
+def discover(data_dir: Path, val_fraction: float, test_fraction: float,
+             seed: int) -> tuple[list[str], dict[str, Files]]:
     """The class names and each split's files. With `data_dir/train/`, the classes are its folders and
     `val/`, `test/` beside it are used when present; a missing split (or all three, for a folder of class
     folders) takes its fraction of the training files, drawn with `seed`."""

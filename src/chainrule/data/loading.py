@@ -20,7 +20,8 @@ class LoaderOptions:
     prefetch_factor: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+        workers = self.num_workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ConfigError(f"data.num_workers must be an integer >= 0 (0 loads in the training process), "
                               f"got {self.num_workers!r}")
         if isinstance(self.prefetch_factor, bool) or not isinstance(self.prefetch_factor, int) \

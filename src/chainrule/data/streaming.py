@@ -201,16 +201,19 @@ class StreamingDataModule(L.LightningDataModule):
                                      **self.loading.dataloader_kwargs(self._on_gpu()))
         if len(loader) == 0:
             raise ConfigError(f"data.batch_size={self.batch_size} (global) leaves no full batch of the "
-                              f"{split_dir(self.input_dir, 'train')} shards per rank and worker; use a smaller "
-                              f"data.batch_size or fewer data.num_workers")
+                              f"{split_dir(self.input_dir, 'train')} shards per rank and worker; use a "
+                              f"smaller data.batch_size or fewer data.num_workers")
         resume, self._resume = self._resume, None
         if resume is not None and "loader" in resume:
             loader.load_state_dict(resume["loader"])
         elif resume is not None:
             # Between epochs: LitData counts its epochs from 1 and starts the next one at each pass.
             loader.current_epoch = resume["epoch"]
-        self._stream = StatesAfterBatches(loader, epoch=lambda: self.trainer.current_epoch if self.trainer else 0)
+        self._stream = StatesAfterBatches(loader, epoch=self._epoch)
         return self._stream
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     # --- resuming: LitData's state after the last batch trained on travels in every checkpoint --------
     def state_dict(self) -> dict[str, Any]:
@@ -253,8 +256,9 @@ def _image_item(file: tuple[str, int], image_size: int, channels: int) -> dict[s
     return {"x": image.contiguous(), "y": file[1]}
 
 
-def write_shards(fn: Callable[[Any], dict[str, Any]], inputs: dict[str, list], output: str, chunk_bytes: str | None,
-                 chunk_size: int | None, num_workers: int, start_method: str | None) -> None:
+def write_shards(fn: Callable[[Any], dict[str, Any]], inputs: dict[str, list], output: str,
+                 chunk_bytes: str | None, chunk_size: int | None, num_workers: int,
+                 start_method: str | None) -> None:
     """`litdata.optimize` of `fn` over each split's inputs into `output`/<split> (a folder or an object-store
     URL): one LitData dataset per split. `start_method` of LitData's worker processes: None for LitData's
     choice (spawn), or fork (faster to start, for `fn`s that need no fresh interpreter)."""

@@ -49,9 +49,9 @@ def _tiktoken(spec: str, encoding: str) -> Tokenizer:
         enc = tiktoken.get_encoding(encoding)
     except Exception as error:  # unknown name, or its file neither cached nor downloadable here
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ChainruleError(f"--tokenizer {spec}: tiktoken cannot load encoding '{encoding}' ({reason}); its "
-                             f"file must be in TIKTOKEN_CACHE_DIR on a machine without network, or use "
-                             f"--tokenizer bytes") from None
+        raise ChainruleError(f"--tokenizer {spec}: tiktoken cannot load encoding '{encoding}' ({reason}); "
+                             f"its file must be in TIKTOKEN_CACHE_DIR on a machine without network, or "
+                             f"use --tokenizer bytes") from None
 
     def encode(data: bytes) -> np.ndarray:
         return np.asarray(enc.encode_ordinary(data.decode("utf-8", errors="replace")), dtype=np.int64)
@@ -67,7 +67,8 @@ def _hugging_face(spec: str, file: str) -> Tokenizer:
     try:
         tok = tokenizers.Tokenizer.from_file(file)
     except Exception as error:
-        raise ChainruleError(f"--tokenizer {spec}: cannot read {file} as a Hugging Face tokenizer ({error})") from None
+        raise ChainruleError(f"--tokenizer {spec}: cannot read {file} as a Hugging Face tokenizer "
+                             f"({error})") from None
     eot = next((tok.token_to_id(t) for t in HF_END_OF_TEXT if tok.token_to_id(t) is not None), None)
 
     def encode(data: bytes) -> np.ndarray:
