@@ -54,7 +54,7 @@ PRESETS = {
     "tiny": Preset(48, 40, 16, ("model=cnn", "model.channels=[8,16]", "model.hidden=32"), 8, 20_000, 32,
                    ("model.n_layer=1", "model.n_head=2", "model.n_embd=32"), 8, 2, 3, 2),
     "cpu": Preset(512, 160, 64, ("model=cnn",), 64, 2_000_000, 128, SMALL_GPT, 32, 2, 12, 8),
-    "gpu": Preset(8192, 320, 224, ("model=torchvision", "model.name=resnet50"), 256, 200_000_000, 1024,
+    "gpu": Preset(8192, 320, 224, ("model=torchvision", "model.name=resnet50"), 256, 50_000_000, 1024,
                   ("model.n_layer=12", "model.n_head=12", "model.n_embd=768"), 16, 8, 40, 20),
 }
 
@@ -87,7 +87,7 @@ def loaders(root: Path, preset: Preset) -> dict[str, tuple[str, ...]]:
     return {
         "in-memory (synthetic tensors)": (
             "data=synthetic", f"data.input_shape=[3,{preset.image_size},{preset.image_size}]",
-            f"data.num_samples={preset.images}", "data.num_classes=4", batch, *preset.image_model),
+            f"data.num_samples={min(preset.images, 2048)}", "data.num_classes=4", batch, *preset.image_model),
         "image folder (JPEG)": ("data=image_folder", f"data.data_dir={root}/images", *image,
                                 f"data.num_workers={preset.workers}"),
         "token file": ("experiment=stdlib_gpt", f"data.data_dir={root}/tokens",
