@@ -75,7 +75,9 @@ def test_an_image_folder_becomes_shards_that_stream_to_training(tmp_path: Path) 
     (("tokens", "--stdlib", "--val-fraction", "0.6", "--test-fraction", "0.5", "--output", "out"),
      "--val-fraction \\+ --test-fraction must leave training data"),
     (("shards", "nowhere", "--output", "out"), "no image folder at nowhere"),
-], ids=["missing-input", "no-match", "unknown-tokenizer", "hf-missing", "fractions", "no-images"])
+    (("tokens", "--stdlib"),
+     "the following arguments are required: --output \\(see chainrule-prepare tokens --help\\)"),
+], ids=["missing-input", "no-match", "unknown-tokenizer", "hf-missing", "fractions", "no-images", "no-output"])
 def test_what_cannot_be_done_ends_in_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     result = prepare(*args, cwd=tmp_path)
     assert result.returncode == 2

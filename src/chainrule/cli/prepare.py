@@ -82,10 +82,17 @@ def prepare_shards(args: argparse.Namespace) -> None:
                 f"data.num_classes={len(classes)} model=cnn")
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A command line argparse refuses ends like any other chainrule error: one line, exit status 2."""
+
+    def error(self, message: str) -> None:
+        console.error_line(f"{message} (see {self.prog} --help)")
+        sys.exit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="chainrule-prepare", description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   epilog="Details: docs/data.md.")
+    root = OneLineErrors(prog="chainrule-prepare", description=__doc__.split("\n\n")[0],
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="Details: docs/data.md.")
     commands = root.add_subparsers(dest="command", required=True)
 
     tokens = commands.add_parser("tokens", help="text files -> train.bin, val.bin, test.bin, meta.json")
