@@ -77,7 +77,8 @@ def test_an_image_folder_becomes_shards_that_stream_to_training(tmp_path: Path) 
     (("shards", "nowhere", "--output", "out"), "no image folder at nowhere"),
     (("tokens", "--stdlib"),
      "the following arguments are required: --output \\(see chainrule-prepare tokens --help\\)"),
-], ids=["missing-input", "no-match", "unknown-tokenizer", "hf-missing", "fractions", "no-images", "no-output"])
+], ids=["missing-input", "no-match", "unknown-tokenizer", "hf-missing", "fractions", "no-images",
+        "no-output"])
 def test_what_cannot_be_done_ends_in_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     result = prepare(*args, cwd=tmp_path)
     assert result.returncode == 2

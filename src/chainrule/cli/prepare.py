@@ -92,7 +92,8 @@ class OneLineErrors(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     root = OneLineErrors(prog="chainrule-prepare", description=__doc__.split("\n\n")[0],
-                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="Details: docs/data.md.")
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="Details: docs/data.md.")
     commands = root.add_subparsers(dest="command", required=True)
 
     tokens = commands.add_parser("tokens", help="text files -> train.bin, val.bin, test.bin, meta.json")
