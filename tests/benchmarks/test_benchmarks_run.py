@@ -15,6 +15,8 @@ TINY = {
     "time_to_accuracy": ["--no-record"],
     "gradient_health_overhead": ["--pairs", "2", "--warmup-pairs", "0"],
     "wandb_overhead": ["--steps", "10", "--windows", "1"],
+    # The GPU preset's code path (its models and loaders) at tiny sizes on the CPU.
+    "data_path": ["--preset", "gpu", "--dry-run", "--no-record"],
 }
 
 
