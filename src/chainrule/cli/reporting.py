@@ -99,14 +99,14 @@ def print_summary(cfg: DictConfig, trainer: L.Trainer, metrics: Mapping[str, flo
     for name in sorted(k for k in metrics if k.startswith(("val/", "test/"))):
         table.add_row(name, f"{float(metrics[name]):.4f}")
     run_dir = Path(cfg.paths.output_dir)
-    last = next((p for p in (run_dir / "checkpoints" / "last.ckpt",) if p.is_file()), None)
+    last = Path(cfg.paths.checkpoint_dir) / "last.ckpt"  # a file, or a folder under trainer=fsdp
     lines = [console.render(table)] if table.row_count else []
     lines += [
         f"training stopped: {stopped}" if stopped else "",
         f"time: {_duration(time.monotonic() - started)}",
         f"run directory: {run_dir}",
         f"best checkpoint: {best}" if best else "",
-        f"last checkpoint: {last}" if last else "",
+        f"last checkpoint: {last}" if last.exists() else "",
         "continue or extend: "
         + shlex.join(["chainrule-train", f"resume={run_dir}", f"trainer.max_epochs={2 * (trainer.max_epochs or 1)}"]),
     ]

@@ -113,11 +113,15 @@ class InMemoryDataModule(L.LightningDataModule):
 
     # --- loaders ----------------------------------------------------------------------------------
     def _world(self) -> tuple[int, int, int]:
-        """(world size, this process's rank, gradient accumulation) of the attached trainer."""
+        """(data-parallel world size, this process's rank in it, gradient accumulation) of the attached
+        trainer. The data-parallel world is every process, except under tensor parallelism, where the ranks
+        of one tensor-parallel group share their samples (Lightning's distributed_sampler_kwargs)."""
         trainer = self.trainer
         if trainer is None:
             return 1, 0, 1
-        return trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches
+        shards = trainer.distributed_sampler_kwargs or {"num_replicas": trainer.world_size,
+                                                        "rank": trainer.global_rank}
+        return shards["num_replicas"], shards["rank"], trainer.accumulate_grad_batches
 
     def train_dataloader(self) -> DataLoader:
         world, rank, accumulation = self._world()
