@@ -14,8 +14,11 @@ the model, for chainrule-eval, or to continue on a strategy that does not shard.
 import io
 import os
 import pickle
+import re
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +104,27 @@ def _set_bytes(planner: DefaultLoadPlanner, read_item: Any, value: io.BytesIO) -
         planner.state_dict[read_item.dest_index.fqn] = loaded
 
 
+@contextmanager
+def _refusing_code(path: Path) -> Iterator[None]:
+    """Turn a refused global (in the index or an entry) into one CheckpointError naming it. DCP wraps the
+    readers' errors in CheckpointException, a BaseException."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        with warnings.catch_warnings():  # one process is what chainrule asked for, not a surprise
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            yield
+    except (pickle.UnpicklingError, CheckpointException) as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if found is None:
+            raise
+        raise CheckpointError(
+            f"refusing to load checkpoint {path}: it contains Python objects that would run code when "
+            f"unpickled ({found.group(1)}); chainrule loads only tensors and plain containers. Use checkpoints "
+            f"written by chainrule-train"
+        ) from None
+
+
 def _reading(path: Path) -> dict[str, Any]:
     """Keyword arguments of dcp.load for the sharded checkpoint `path`; CheckpointError for a damaged one."""
     if read_manifest(path) is None:
@@ -148,7 +172,9 @@ def save_sharded(path: str | Path, state: dict[str, Any], meta: dict[str, Any], 
         temporary.mkdir(parents=True)
     _barrier()
     # Collective: DCP's coordinator writes the index after every rank wrote its shards, before returning.
-    dcp.save(state, storage_writer=FileSystemWriter(temporary, sync_files=True), no_dist=_world() == 1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save(state, storage_writer=FileSystemWriter(temporary, sync_files=True), no_dist=_world() == 1)
     if _rank() == 0:
         buffer = io.BytesIO()
         torch.save(meta, buffer)
@@ -175,14 +201,16 @@ def load_sharded(path: str | Path, module: nn.Module, optimizers: Sequence[Optim
     path = Path(path)
     no_dist = _world() == 1
     model_state = {MODEL_KEY: get_model_state_dict(module)}
-    dcp.load(model_state, **_reading(path), no_dist=no_dist)
+    with _refusing_code(path):
+        dcp.load(model_state, **_reading(path), no_dist=no_dist)
     set_model_state_dict(module, model_state[MODEL_KEY], options=StateDictOptions(strict=strict))
     # One optimizer at a time, after the model: get_optimizer_state_dict builds a fresh optimizer's state
     # (by a step with learning rate 0), which DCP then overwrites in place.
     for index, optimizer in enumerate(optimizers):
         key = OPTIMIZER_KEY.format(index)
         optimizer_state = {key: get_optimizer_state_dict(module, optimizer)}
-        dcp.load(optimizer_state, **_reading(path), no_dist=no_dist)
+        with _refusing_code(path):
+            dcp.load(optimizer_state, **_reading(path), no_dist=no_dist)
         set_optimizer_state_dict(module, optimizer, optim_state_dict=optimizer_state[key])
     return load_checkpoint(path / META)
 
@@ -197,7 +225,8 @@ def consolidate(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     _reading(path)
     state: dict[str, Any] = {}
-    _load_state_dict(state, storage_reader=SafeReader(path), planner=_SafeEmptyLoadPlanner(), no_dist=True)
+    with _refusing_code(path):
+        _load_state_dict(state, storage_reader=SafeReader(path), planner=_SafeEmptyLoadPlanner(), no_dist=True)
     checkpoint = load_checkpoint(path / META)
     checkpoint[MODEL_KEY] = state.pop(MODEL_KEY)
     count = len([key for key in state if key.startswith(OPTIMIZER_KEY.format(""))])
