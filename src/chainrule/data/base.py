@@ -60,6 +60,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self._splits: Splits | None = None
         self._resume_position: dict[str, int] | None = None
+        self._train_sampler: GlobalBatchSampler | None = None  # this fit's, once its loader exists
 
     # --- what subclasses provide -------------------------------------------------------------------
     def load(self) -> Arrays | tuple[Arrays, Arrays]:
@@ -110,6 +111,7 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         _ = self.splits
+        self._train_sampler = None  # a new fit builds its own loader
 
     # --- loaders ----------------------------------------------------------------------------------
     def _world(self) -> tuple[int, int, int]:
@@ -130,6 +132,7 @@ class InMemoryDataModule(L.LightningDataModule):
         if self._resume_position is not None:
             sampler.resume_at(self._resume_position)
             self._resume_position = None
+        self._train_sampler = sampler
         return self._loader(self.splits.train, batch_size=sampler.micro_batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -148,7 +151,13 @@ class InMemoryDataModule(L.LightningDataModule):
         return training_position(self.trainer)
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume_position = state_dict if is_position(state_dict) else None
+        position = state_dict if is_position(state_dict) else None
+        if position is not None and self._train_sampler is not None:
+            # Strategies that restore after their setup (trainer=fsdp) built the loader before (to count the
+            # steps for the LR schedule); its sampler has not been iterated yet.
+            self._train_sampler.resume_at(position)
+        else:
+            self._resume_position = position
 
     def _loader(self, arrays: Arrays, **batching) -> DataLoader:
         # The samplers above shard by rank themselves; trainer.use_distributed_sampler is off for that.
