@@ -5,7 +5,6 @@ gradient clipping and the gradient-norm scalars see the norm of the whole gradie
 the one a single process writes."""
 
 import re
-from pathlib import Path
 
 import pytest
 
