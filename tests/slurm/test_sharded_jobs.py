@@ -52,7 +52,7 @@ def test_a_two_node_fsdp_job_is_one_run(jobs: dict[str, Job]) -> None:
     assert [p.name for p in fsdp.run_dir.parent.iterdir()] == [f"slurm-{fsdp.id}"]
     log = (fsdp.run_dir / "train.log").read_text()
     assert "GLOBAL_RANK: 0" in log and "GLOBAL_RANK: 1" not in log
-    run_id = (fsdp.run_dir / "wandb_run_id").read_text()
+    run_id = (fsdp.run_dir / "wandb_run_id").read_text().strip()
     wandb_runs = offline_runs(fsdp.run_dir)
     assert len(wandb_runs) == 1 and wandb_runs[0].name.endswith(f"-{run_id}"), wandb_runs
     assert "training state per rank:" in fsdp.log and "(sharded over 2 ranks)" in fsdp.log
