@@ -133,7 +133,8 @@ def _loss(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
 
 
 # --- state per rank against world size -----------------------------------------------------------------
-def _states_on_rank(rank: int, world: int, shape: Shape, batch: int, shard_counts: list[int]) -> dict[int, dict]:
+def _states_on_rank(rank: int, world: int, shape: Shape, batch: int,
+                    shard_counts: list[int]) -> dict[int, dict]:
     """This rank's state after one step under FSDP over each of `shard_counts` ranks."""
     from chainrule.training.parallelize import parallelize
 
@@ -166,9 +167,9 @@ def state_table(shapes: list[Shape], worlds: list[int]) -> tuple[list[list[str]]
         measured = measure_state(shape, worlds)
         one = measured[worlds[0]]
         for world, state in measured.items():
-            rows.append([shape.name, f"{count:,}", str(world), human(state.parameters), human(state.gradients),
-                         human(state.optimizer), human(state.total), f"{state.optimizer / one.optimizer:.3f}",
-                         f"{worlds[0] / world:.3f}"])
+            sizes = [human(s) for s in (state.parameters, state.gradients, state.optimizer, state.total)]
+            rows.append([shape.name, f"{count:,}", str(world), *sizes,
+                         f"{state.optimizer / one.optimizer:.3f}", f"{worlds[0] / world:.3f}"])
             per_parameter[world] = state.total / count
     return rows, per_parameter
 
@@ -180,9 +181,9 @@ def budget_table(per_parameter: dict[int, float], budget_gib: float) -> list[lis
     for world, bytes_per_parameter in per_parameter.items():
         fits = [(shape, count) for shape, count in counts if count * bytes_per_parameter <= budget_gib * GIB]
         largest = max(fits, key=lambda item: item[1], default=None)
+        named = f"{largest[0].name} ({largest[1] / 1e6:,.0f} M)" if largest else "none of the candidates"
         rows.append([str(world), f"{bytes_per_parameter:.2f}",
-                     f"{budget_gib * GIB / bytes_per_parameter / 1e9:.2f} B",
-                     f"{largest[0].name} ({largest[1] / 1e6:,.0f} M)" if largest else "none of the candidates"])
+                     f"{budget_gib * GIB / bytes_per_parameter / 1e9:.2f} B", named])
     return rows
 
 
@@ -215,8 +216,8 @@ def _train_steps(rank: int, world: int, mode: str, shape: Shape, batch: int, ste
         trained = DistributedDataParallel(model, device_ids=[rank] if cuda else None)
         autocast = torch.autocast(device, dtype=torch.bfloat16)
     else:  # trainer=fsdp: bf16 compute, fp32 state; fsdp+ac also recomputes each block's activations
-        parallelize(model, _mesh(world, device), mixed_precision="bf16", activation_checkpointing=mode == "fsdp+ac",
-                    cpu_offload=False, reshard_after_forward=True)
+        parallelize(model, _mesh(world, device), mixed_precision="bf16",
+                    activation_checkpointing=mode == "fsdp+ac", cpu_offload=False, reshard_after_forward=True)
         trained, autocast = model, torch.autocast(device, enabled=False)
     optimizer = _adamw(model, fused=cuda)
     idx = torch.randint(0, shape.vocab, (batch, shape.seq), device=device)
@@ -241,7 +242,8 @@ def _train_steps(rank: int, world: int, mode: str, shape: Shape, batch: int, ste
 GPU_MODES = ("ddp", "fsdp", "fsdp+ac")
 
 
-def run_gpu_preset(shape: Shape = GPU_SHAPE, batch: int = 8, steps: int = 6, device: str = "cuda") -> list[dict]:
+def run_gpu_preset(shape: Shape = GPU_SHAPE, batch: int = 8, steps: int = 6,
+                   device: str = "cuda") -> list[dict]:
     """DDP (bf16 autocast), FSDP (bf16 compute, fp32 state) and FSDP with activation checkpointing, one after
     the other on one `device` in a fresh process: state bytes, peak memory (CUDA), median step time, tokens
     per second. The function a one-shot GPU script calls; `device="cpu"` runs the same code with gloo (no
@@ -254,12 +256,16 @@ def gpu_rows(results: list[dict], shape: Shape) -> list[list[str]]:
     rows = []
     for result in results:
         state = StateBytes(**result["state"])
-        rows.append([result["mode"], f"{shape.parameters() / 1e6:,.1f} M", human(result["peak"]) if result["peak"] else "n/a",
-                     human(state.parameters), human(state.gradients), human(state.optimizer),
-                     f"{result['step_s'] * 1000:.1f}", f"{result['tokens_per_s']:,.0f}"])
+        peak = human(result["peak"]) if result["peak"] else "n/a"
+        rows.append([result["mode"], f"{shape.parameters() / 1e6:,.1f} M", peak, human(state.parameters),
+                     human(state.gradients), human(state.optimizer), f"{result['step_s'] * 1000:.1f}",
+                     f"{result['tokens_per_s']:,.0f}"])
     return rows
 
 
+STATE_HEADER = ["model", "parameters", "ranks", "parameters/rank", "gradients/rank", "optimizer/rank",
+                "total/rank", "optimizer vs 1 rank", "1/N"]
+BUDGET_HEADER = ["ranks", "bytes/parameter/rank", "parameters that fit", "largest GPT-2-shaped model"]
 GPU_HEADER = ["mode", "parameters", "peak memory", "parameters/rank", "gradients/rank", "optimizer/rank",
               "ms/step", "tokens/s"]
 
@@ -268,7 +274,8 @@ def main() -> None:
     # Imported here: every rank re-imports this module, and benchmarks.common loads Lightning and Hydra.
     from benchmarks.common import append_results, print_table
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=["tiny", "cpu", "gpu"], default="cpu")
     parser.add_argument("--budget-gib", type=float, default=80.0, help="memory per rank for the budget table")
     parser.add_argument("--dry-run", action="store_true", help="gpu preset: the same code on the CPU, tiny")
@@ -279,19 +286,18 @@ def main() -> None:
         assert GPU_SHAPE.parameters() >= 350e6, GPU_SHAPE.parameters()
         results = run_gpu_preset(shape, batch=2 if args.dry_run else 8, steps=2 if args.dry_run else 6,
                                  device="cpu" if args.dry_run else "cuda")
-        title = f"FSDP against DDP on one device, {shape.name}, seq {shape.seq}" + (" (dry run)" if args.dry_run else "")
+        title = f"FSDP against DDP on one device, {shape.name}, seq {shape.seq}"
+        title += " (dry run)" if args.dry_run else ""
         table = print_table(title, GPU_HEADER, gpu_rows(results, shape))
     else:
         shapes, worlds = PRESETS[args.preset]
         rows, per_parameter = state_table(shapes, worlds)
         table = print_table(f"Training state per rank under FSDP (AdamW, fp32; largest rank; {args.preset})",
-                            ["model", "parameters", "ranks", "parameters/rank", "gradients/rank", "optimizer/rank",
-                             "total/rank", "optimizer vs 1 rank", "1/N"], rows)
+                            STATE_HEADER, rows)
         print()
         table += "\n\n" + print_table(
-            f"Largest GPT whose training state fits {args.budget_gib:g} GiB per rank (measured bytes per parameter)",
-            ["ranks", "bytes/parameter/rank", "parameters that fit", "largest GPT-2-shaped model"],
-            budget_table(per_parameter, args.budget_gib))
+            f"Largest GPT whose training state fits {args.budget_gib:g} GiB per rank (measured bytes per "
+            f"parameter)", BUDGET_HEADER, budget_table(per_parameter, args.budget_gib))
     if not args.no_record and not args.dry_run:
         append_results(table, "Activations not included.")
 

@@ -76,7 +76,8 @@ def test_ckpt_path_takes_a_sharded_folder_as_a_checkpoint_not_a_run_directory(tm
 
 def test_loading_a_folder_as_one_file_says_how_to_read_it(tmp_path: Path) -> None:
     path = write(tmp_path / "last.ckpt")
-    with pytest.raises(CheckpointError, match=r"sharded checkpoint .*trainer=fsdp.*chainrule-consolidate ckpt_path="):
+    expected = r"sharded checkpoint .*trainer=fsdp.*chainrule-consolidate ckpt_path="
+    with pytest.raises(CheckpointError, match=expected):
         load_checkpoint(path)
 
 

@@ -21,7 +21,8 @@ QUICK = {"CHAINRULE_QUICK": "1", **ONE_THREAD}
 
 
 def consolidate_cli(*args: str, cwd: Path):
-    return run_cli(sys.executable, "-m", "chainrule.cli.consolidate", *args, cwd=cwd, env=QUICK, merge_stderr=True)
+    return run_cli(sys.executable, "-m", "chainrule.cli.consolidate", *args, cwd=cwd, env=QUICK,
+                   merge_stderr=True)
 
 
 @pytest.fixture(scope="module")

@@ -43,11 +43,13 @@ def test_data_modules_not_lightning_shard_the_data() -> None:
     (["trainer=fsdp_cpu"], "gloo", None),
     (["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"], "nccl", "bf16"),
 ])
-def test_sharding_knobs_reach_the_strategy(overrides: list[str], backend: str, mixed_precision: str | None) -> None:
+def test_sharding_knobs_reach_the_strategy(overrides: list[str], backend: str,
+                                           mixed_precision: str | None) -> None:
     from chainrule.training.sharded_strategy import ShardedStrategy
 
-    trainer = build(*overrides, "trainer.strategy.tensor_parallel_size=2", "trainer.strategy.timeout.minutes=2",
-                    "trainer.strategy.activation_checkpointing=true", "trainer.strategy.reshard_after_forward=false")
+    trainer = build(*overrides, "trainer.strategy.tensor_parallel_size=2",
+                    "trainer.strategy.timeout.minutes=2", "trainer.strategy.activation_checkpointing=true",
+                    "trainer.strategy.reshard_after_forward=false")
     strategy = trainer.strategy
     assert isinstance(strategy, ShardedStrategy)
     assert strategy._process_group_backend == backend and strategy._timeout == timedelta(minutes=2)

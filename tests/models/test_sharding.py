@@ -54,7 +54,8 @@ def test_gpt_loads_a_checkpoint_of_the_fused_qkv_projection() -> None:
         for kind in ("weight", "bias"):
             if name.endswith(f"attn.q.{kind}"):
                 prefix = name.removesuffix(f"q.{kind}")
-                old[f"{prefix}qkv.{kind}"] = torch.cat([model.state_dict()[f"{prefix}{p}.{kind}"] for p in "qkv"])
+                parts = [model.state_dict()[f"{prefix}{p}.{kind}"] for p in "qkv"]
+                old[f"{prefix}qkv.{kind}"] = torch.cat(parts)
         if not any(name.endswith(f"attn.{p}.{kind}") for p in "qkv" for kind in ("weight", "bias")):
             old[name] = value
     other = tiny_gpt(1)

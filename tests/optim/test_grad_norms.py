@@ -32,7 +32,8 @@ def one_process() -> dict:
     model = tiny_gpt()
     backward(model, batch())
     grads = [p.grad for p in model.parameters()]
-    result = {"norm": torch.nn.utils.get_total_norm(grads), "inf": torch.nn.utils.get_total_norm(grads, math.inf)}
+    result = {"norm": torch.nn.utils.get_total_norm(grads),
+              "inf": torch.nn.utils.get_total_norm(grads, math.inf)}
     result["returned"] = clip_grad_norm_(model.parameters(), MAX_NORM)
     result["clipped"] = {name: p.grad.clone() for name, p in model.named_parameters()}
     return result
@@ -67,7 +68,8 @@ def ranks() -> list[dict]:
 @pytest.mark.multiprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("mesh", ["2x1", "1x2"])
-def test_the_global_norm_and_clipping_of_sharded_gradients_are_one_process_s(ranks: list[dict], mesh: str) -> None:
+def test_the_global_norm_and_clipping_of_sharded_gradients_are_one_process_s(ranks: list[dict],
+                                                                              mesh: str) -> None:
     expected = one_process()
     assert expected["norm"] > 10 * MAX_NORM
     for result in (r[mesh] for r in ranks):

@@ -68,8 +68,8 @@ def test_tensor_parallelism_needs_a_model_with_a_plan_and_a_size_that_divides(co
     with pytest.raises(ConfigError, match="tensor_parallel_size=2 does not divide the 3 ranks"):
         validate(compose_train("experiment=tokens_gpt", "trainer=fsdp_cpu", "trainer.devices=3",
                                "trainer.strategy.tensor_parallel_size=2"), machine=False)
-    validate(compose_train("experiment=tokens_gpt", "trainer=fsdp_cpu", "trainer.strategy.tensor_parallel_size=2"),
-             machine=False)
+    validate(compose_train("experiment=tokens_gpt", "trainer=fsdp_cpu",
+                           "trainer.strategy.tensor_parallel_size=2"), machine=False)
 
 
 def options_in_effect(rank: int, world: int) -> dict:

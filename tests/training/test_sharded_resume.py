@@ -63,7 +63,8 @@ def test_killed_while_writing_a_checkpoint_and_resumed_is_bitwise_identical(tmp_
     run_dir = tmp_path / "run"
     folder = run_dir / "checkpoints"
     # The test knob of the checkpoint writer: each sharded checkpoint stays incomplete for 2 s.
-    process = launch(run_dir, *SHARDED_RESUME_RUN, "trainer.plugins.0.write_delay_s=2", f"hydra.run.dir={run_dir}")
+    process = launch(run_dir, *SHARDED_RESUME_RUN, "trainer.plugins.0.write_delay_s=2",
+                     f"hydra.run.dir={run_dir}")
 
     def writing_after_a_complete_checkpoint() -> bool:
         return folder.is_dir() and any(folder.glob("*.ckpt")) and any(folder.glob(".*.tmp"))

@@ -68,7 +68,8 @@ class GradientHealth(L.Callback):
     Under DDP the gradients are those of rank 0 after the all-reduce (identical on all ranks), so only
     rank 0 computes anything. Under FSDP and tensor parallelism (sharded parameters and gradients) every
     rank adds its shards and one all-reduce per measurement gives the norms of the whole tensors
-    (chainrule.optim.grad_norms); rank 0 logs them. Alerts go to the console (Python logging), to every logger as `alerts/<condition>`,
+    (chainrule.optim.grad_norms); rank 0 logs them.
+    Alerts go to the console (Python logging), to every logger as `alerts/<condition>`,
     and, when a W&B run is online, to W&B as an alert.
     """
 
@@ -140,7 +141,8 @@ class GradientHealth(L.Callback):
     # --- dead ReLUs: forward hooks only while a logging step runs ----------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if self.dead_relu and not self._relu_handles and trainer.is_global_zero and self._is_logging_step(trainer):
+        if (self.dead_relu and not self._relu_handles and trainer.is_global_zero
+                and self._is_logging_step(trainer)):
             self._relu_handles = [module.register_forward_hook(self._dead_hook(name))
                                   for name, module in self._relus]
 
@@ -225,7 +227,8 @@ class GradientHealth(L.Callback):
             values = [pending["grad_sq"][:m].sqrt(), pending["grad_sq"][m:].sqrt(), post_sq[m:].sqrt(),
                       pending["param_sq"][:m].sqrt()]
             if self.update_ratio:
-                torch._foreach_sub_(self._before, [local_part(p.detach()) for p in self._params])  # minus the update
+                # now minus the update
+                torch._foreach_sub_(self._before, [local_part(p.detach()) for p in self._params])
                 update_sq, _ = self._module_sq_norms(self._before)
                 values.append(update_sq[:m].sqrt())
             dead_names = sorted(self._dead)

@@ -55,7 +55,8 @@ class _IndexUnpickler(pickle.Unpickler):
                ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PureWindowsPath")}
 
     def find_class(self, module: str, name: str) -> Any:
-        found = super().find_class(module, name) if module.startswith(("torch", "pathlib", "collections")) else None
+        known = module.startswith(("torch", "pathlib", "collections"))
+        found = super().find_class(module, name) if known else None
         if (module, name) in self.ALLOWED or isinstance(found, torch.dtype) or (
                 module == dcp_metadata.__name__ and isinstance(found, type)):
             return found
@@ -120,8 +121,8 @@ def _refusing_code(path: Path) -> Iterator[None]:
             raise
         raise CheckpointError(
             f"refusing to load checkpoint {path}: it contains Python objects that would run code when "
-            f"unpickled ({found.group(1)}); chainrule loads only tensors and plain containers. Use checkpoints "
-            f"written by chainrule-train"
+            f"unpickled ({found.group(1)}); chainrule loads only tensors and plain containers. Use "
+            f"checkpoints written by chainrule-train"
         ) from None
 
 
@@ -186,7 +187,8 @@ def save_sharded(path: str | Path, state: dict[str, Any], meta: dict[str, Any], 
     _barrier()
 
 
-def load_sharded(path: str | Path, module: nn.Module, optimizers: Sequence[Optimizer], strict: bool) -> dict[str, Any]:
+def load_sharded(path: str | Path, module: nn.Module, optimizers: Sequence[Optimizer],
+                 strict: bool) -> dict[str, Any]:
     """Load the sharded checkpoint at `path` into `module` (its DTensor shards, whatever the number of
     ranks that wrote it) and `optimizers`, collectively; returns meta.pt's contents (plain data)."""
     import torch.distributed.checkpoint as dcp
@@ -226,7 +228,8 @@ def consolidate(path: str | Path) -> dict[str, Any]:
     _reading(path)
     state: dict[str, Any] = {}
     with _refusing_code(path):
-        _load_state_dict(state, storage_reader=SafeReader(path), planner=_SafeEmptyLoadPlanner(), no_dist=True)
+        _load_state_dict(state, storage_reader=SafeReader(path), planner=_SafeEmptyLoadPlanner(),
+                         no_dist=True)
     checkpoint = load_checkpoint(path / META)
     checkpoint[MODEL_KEY] = state.pop(MODEL_KEY)
     count = len([key for key in state if key.startswith(OPTIMIZER_KEY.format(""))])

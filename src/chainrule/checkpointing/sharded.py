@@ -34,7 +34,7 @@ def is_sharded(path: str | Path) -> bool:
     """Whether `path` is a sharded checkpoint folder (complete or not), rather than a file or a run
     directory."""
     path = Path(path)
-    return path.is_dir() and ((path / MANIFEST).is_file() or (path / META).is_file() or (path / DCP_INDEX).is_file())
+    return path.is_dir() and any((path / name).is_file() for name in (MANIFEST, META, DCP_INDEX))
 
 
 def temporary_name(target: Path, pid: int) -> Path:

@@ -35,8 +35,8 @@ def consolidate(cfg: DictConfig) -> Path:
     state = read_whole(checkpoint)
     AtomicCheckpointIO(write_delay_s=0.0).save_checkpoint(state, output)
     tensors = sum(t.numel() for t in state["state_dict"].values() if hasattr(t, "numel"))
-    console.say(f"consolidated {checkpoint} (step {state.get('global_step')}, {tensors:,} values in the model's "
-                f"state)\ninto {output}\ntest it with: chainrule-eval ckpt_path={output}")
+    console.say(f"consolidated {checkpoint} (step {state.get('global_step')}, {tensors:,} values in the "
+                f"model's state)\ninto {output}\ntest it with: chainrule-eval ckpt_path={output}")
     return output
 
 

@@ -47,7 +47,7 @@ def validate(cfg: DictConfig, machine: bool = True, required: Sequence[str] = BU
         _check_target(path, node)
     if "optim" in cfg:
         _check_optimizer(cfg)
-    if machine and "trainer" in cfg:  # commands without a trainer (chainrule-consolidate) run here as they are
+    if machine and "trainer" in cfg:  # a command without a trainer (chainrule-consolidate) runs here
         _check_machine(cfg.trainer)
     if "data" in cfg:
         check_global_batch(cfg, probe=machine)

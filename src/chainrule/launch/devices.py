@@ -1,5 +1,6 @@
 """Device arithmetic of a trainer config: processes per node, world size, tensor-parallel size, whether
-Lightning starts the processes itself, and whether the global batch splits over the data-parallel ranks. Every caller (validation, the local
+Lightning starts the processes itself, and whether the global batch splits over the data-parallel ranks.
+Every caller (validation, the local
 launcher, SLURM submission) asks here."""
 
 import os

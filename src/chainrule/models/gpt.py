@@ -110,7 +110,8 @@ class GPT(nn.Module):
         plan = {}
         for i in range(len(self.blocks)):
             plan |= {f"blocks.{i}.attn.{name}": COLWISE for name in ("q", "k", "v")}
-            plan |= {f"blocks.{i}.attn.proj": ROWWISE, f"blocks.{i}.mlp.0": COLWISE, f"blocks.{i}.mlp.2": ROWWISE}
+            plan |= {f"blocks.{i}.attn.proj": ROWWISE, f"blocks.{i}.mlp.0": COLWISE,
+                     f"blocks.{i}.mlp.2": ROWWISE}
         return plan
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:

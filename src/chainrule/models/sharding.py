@@ -56,8 +56,8 @@ def sharding_units(model: nn.Module) -> list[nn.Module]:
         if units:
             return units
     raise ConfigError(f"{type(model).__name__} declares no sharding units for FSDP; give it a "
-                      f"sharding_units() method returning its repeated blocks (see chainrule.models.sharding), "
-                      f"or train it with trainer=ddp")
+                      f"sharding_units() method returning its repeated blocks "
+                      f"(chainrule.models.sharding), or train it with trainer=ddp")
 
 
 def tensor_parallel_plan(model: nn.Module) -> dict[str, str]:
@@ -70,6 +70,6 @@ def tensor_parallel_plan(model: nn.Module) -> dict[str, str]:
     plan = dict(model.tensor_parallel_plan())
     wrong = {path: style for path, style in plan.items() if style not in STYLES}
     if wrong:
-        raise ConfigError(f"{type(model).__name__}.tensor_parallel_plan(): unknown styles {wrong}; use one of "
-                          f"{', '.join(STYLES)}")
+        raise ConfigError(f"{type(model).__name__}.tensor_parallel_plan(): unknown styles {wrong}; use "
+                          f"one of {', '.join(STYLES)}")
     return plan

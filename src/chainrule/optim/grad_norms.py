@@ -84,7 +84,8 @@ def total_norm(tensors: Sequence[torch.Tensor], norm_type: float = 2.0) -> torch
 
 
 @torch.no_grad()
-def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, foreach: bool | None = None) -> torch.Tensor:
+def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float,
+                    foreach: bool | None = None) -> torch.Tensor:
     """torch.nn.utils.clip_grad_norm_ (L2), also for sharded gradients: the clipping factor comes from the
     global norm over all shards, so every rank scales its shards alike, as one process would scale the whole
     gradient. Returns the norm before clipping."""

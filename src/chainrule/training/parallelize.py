@@ -27,8 +27,8 @@ TENSOR_PARALLEL = "tensor_parallel"
 PARAM_DTYPES = {"bf16": torch.bfloat16}
 
 
-def parallelize(model: nn.Module, mesh: DeviceMesh, mixed_precision: str | None, activation_checkpointing: bool,
-                cpu_offload: bool, reshard_after_forward: bool) -> None:
+def parallelize(model: nn.Module, mesh: DeviceMesh, mixed_precision: str | None,
+                activation_checkpointing: bool, cpu_offload: bool, reshard_after_forward: bool) -> None:
     """Shard `model` in place over `mesh` (dimensions data_parallel x tensor_parallel). Every rank calls it.
 
     The order matters:
@@ -99,7 +99,8 @@ def apply_fsdp(model: nn.Module, dp_mesh: DeviceMesh, units: Sequence[nn.Module]
     else:
         dtype = PARAM_DTYPES[mixed_precision]
         unit_policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-        root_policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32, output_dtype=torch.float32)
+        root_policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32,
+                                           output_dtype=torch.float32)
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
     for unit in units:
         fully_shard(unit, mesh=dp_mesh, mp_policy=unit_policy, offload_policy=offload,

@@ -27,7 +27,8 @@ AUTO = "auto"
 class ShardedStrategy(ModelParallelStrategy):
     """Fully sharded data parallelism (FSDP2), optionally with tensor parallelism, on a 2-D device mesh.
 
-    data_parallel_size: ranks that shard the model and split each batch; `auto`: all ranks / tensor_parallel_size.
+    data_parallel_size: ranks that shard the model and split each batch; `auto`: all ranks divided by
+        tensor_parallel_size.
     tensor_parallel_size: ranks that split each planned layer (a model's tensor_parallel_plan); 1: FSDP alone.
     mixed_precision: null (fp32 throughout) or `bf16` (bf16 compute, fp32 parameters, optimizer and
         gradient reduction); keep trainer.precision=32-true with it.
@@ -56,28 +57,29 @@ class ShardedStrategy(ModelParallelStrategy):
             raise ConfigError(f"trainer.strategy.data_parallel_size={data_parallel_size!r}: use auto or a "
                               f"positive number of ranks")
         if not _positive(tensor_parallel_size):
-            raise ConfigError(f"trainer.strategy.tensor_parallel_size={tensor_parallel_size!r}: use a positive "
-                              f"number of ranks (1: FSDP alone)")
+            raise ConfigError(f"trainer.strategy.tensor_parallel_size={tensor_parallel_size!r}: use a "
+                              f"positive number of ranks (1: FSDP alone)")
         super().__init__(data_parallel_size=data_parallel_size, tensor_parallel_size=tensor_parallel_size,
                          save_distributed_checkpoint=True, process_group_backend=process_group_backend,
                          timeout=timeout)
-        self.options = {"mixed_precision": mixed_precision, "activation_checkpointing": activation_checkpointing,
-                        "cpu_offload": cpu_offload, "reshard_after_forward": reshard_after_forward}
+        self.options = {"mixed_precision": mixed_precision,
+                        "activation_checkpointing": activation_checkpointing, "cpu_offload": cpu_offload,
+                        "reshard_after_forward": reshard_after_forward}
 
     def setup_environment(self) -> None:
         world = self.num_nodes * self.num_processes
         tensor = self._tensor_parallel_size
         if self._data_parallel_size == AUTO:
             if world % tensor:
-                raise ConfigError(f"trainer.strategy.tensor_parallel_size={tensor} does not divide the {world} "
-                                  f"ranks (trainer.devices x trainer.num_nodes)")
+                raise ConfigError(f"trainer.strategy.tensor_parallel_size={tensor} does not divide the "
+                                  f"{world} ranks (trainer.devices x trainer.num_nodes)")
             self._data_parallel_size = world // tensor
         super().setup_environment()
 
     def setup(self, trainer: L.Trainer) -> None:
         if self.options["cpu_offload"] and self.root_device.type == "cpu":
-            raise ConfigError("trainer.strategy.cpu_offload=true moves GPU state to the CPU; the trainer runs "
-                              "on the CPU already: set it to false")
+            raise ConfigError("trainer.strategy.cpu_offload=true moves GPU state to the CPU; the trainer "
+                              "runs on the CPU already: set it to false")
         super().setup(trainer)
 
     def parallelize(self, model: nn.Module) -> None:
@@ -88,15 +90,16 @@ class ShardedStrategy(ModelParallelStrategy):
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str | Path,
                         storage_options: Any = None) -> None:
         if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} writes sharded checkpoints itself; storage_options is not "
-                            f"supported")
+            raise TypeError(f"{type(self).__name__} writes sharded checkpoints itself; storage_options "
+                            f"is not supported")
         state = {"state_dict": checkpoint.pop("state_dict")}
         state |= {OPTIMIZER_KEY.format(i): s for i, s in enumerate(checkpoint.pop("optimizer_states", []))}
         # The test knob of chainrule.checkpointing.io.AtomicCheckpointIO applies to sharded writes too.
         delay = getattr(self.checkpoint_io, "write_delay_s", 0.0)
         save_sharded(filepath, state, checkpoint, write_delay_s=delay)
 
-    def load_checkpoint(self, checkpoint_path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(self, checkpoint_path: str | Path,
+                        weights_only: bool | None = None) -> dict[str, Any]:
         """A sharded checkpoint (from any number of ranks) or a checkpoint file (consolidated, or written by
         a run that did not shard), loaded into the sharded model and optimizers; returns the rest."""
         path = Path(self.broadcast(str(checkpoint_path)))
