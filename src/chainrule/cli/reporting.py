@@ -107,7 +107,7 @@ def print_summary(cfg: DictConfig, trainer: L.Trainer, metrics: Mapping[str, flo
         f"time: {_duration(time.monotonic() - started)}",
         f"run directory: {run_dir}",
         f"best checkpoint: {best}" if best else "",
-        f"last checkpoint: {last}" if last else "",
+        f"last checkpoint: {last}" if last.exists() else "",
         "continue or extend: "
         + shlex.join(["chainrule-train", f"resume={run_dir}", f"trainer.max_epochs={2 * (trainer.max_epochs or 1)}"]),
     ]

@@ -96,6 +96,9 @@ RANGES: dict[str, Range] = {
     "trainer.max_epochs": Range(low=-1, integer=True, null_ok=True, meaning="-1: no limit"),
     "trainer.max_steps": Range(low=-1, integer=True, meaning="-1: no limit"),
     "trainer.num_nodes": POSITIVE_INT,
+    "trainer.strategy.tensor_parallel_size": Range(
+        low=1, integer=True, meaning="ranks per tensor-parallel group",
+        example="trainer.strategy.tensor_parallel_size=2"),
     "trainer.accumulate_grad_batches": Range(low=1, integer=True, meaning="micro-batches per optimizer step",
                                              example="trainer.accumulate_grad_batches=1"),
     "trainer.gradient_clip_val": Range(low=0, open_low=True, null_ok=True,

@@ -134,6 +134,7 @@ class InMemoryDataModule(IndexedDataModule):
         return Splits(train=data.subset(candidates[train]), val=data.subset(candidates[val]), test=test)
 
     def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
         _ = self.splits
 
     def split_dataset(self, split: str) -> TensorDataset:

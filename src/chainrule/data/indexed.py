@@ -43,6 +43,10 @@ class IndexedDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.loading = LoaderOptions(num_workers, persistent_workers, pin_memory, prefetch_factor)
         self._resume_position: dict[str, int] | None = None
+        self._train_sampler: GlobalBatchSampler | None = None  # this fit's, once its loader exists
+
+    def setup(self, stage: str | None = None) -> None:
+        self._train_sampler = None  # a new fit builds its own loader
 
     @property
     def num_workers(self) -> int:
@@ -59,11 +63,15 @@ class IndexedDataModule(L.LightningDataModule):
 
     # --- loaders ----------------------------------------------------------------------------------
     def _world(self) -> tuple[int, int, int]:
-        """(world size, this process's rank, gradient accumulation) of the attached trainer."""
+        """(data-parallel world size, this process's rank in it, gradient accumulation) of the attached
+        trainer. The data-parallel world is every process, except under tensor parallelism, where the ranks
+        of one tensor-parallel group share their samples (Lightning's distributed_sampler_kwargs)."""
         trainer = self.trainer
         if trainer is None:
             return 1, 0, 1
-        return trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches
+        shards = trainer.distributed_sampler_kwargs or {"num_replicas": trainer.world_size,
+                                                        "rank": trainer.global_rank}
+        return shards["num_replicas"], shards["rank"], trainer.accumulate_grad_batches
 
     def train_dataloader(self) -> DataLoader:
         world, rank, accumulation = self._world()
@@ -73,6 +81,7 @@ class IndexedDataModule(L.LightningDataModule):
         if self._resume_position is not None:
             sampler.resume_at(self._resume_position)
             self._resume_position = None
+        self._train_sampler = sampler
         if self.seeded_samples:
             sampler = SeededSampler(sampler, self.split_seed)
         return self._loader(dataset, batch_size=sampler.micro_batch_size, sampler=sampler)
@@ -107,4 +116,10 @@ class IndexedDataModule(L.LightningDataModule):
         return training_position(self.trainer)
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume_position = state_dict if is_position(state_dict) else None
+        position = state_dict if is_position(state_dict) else None
+        if position is not None and self._train_sampler is not None:
+            # Strategies that restore after their setup (trainer=fsdp) built the loader before (to count the
+            # steps for the LR schedule); its sampler has not been iterated yet.
+            self._train_sampler.resume_at(position)
+        else:
+            self._resume_position = position
