@@ -15,12 +15,19 @@ TINY = {
     "time_to_accuracy": ["--no-record"],
     "gradient_health_overhead": ["--pairs", "2", "--warmup-pairs", "0"],
     "wandb_overhead": ["--steps", "10", "--windows", "1"],
+    # The GPU preset's code path (its models and loaders) at tiny sizes on the CPU.
+    "data_path": ["--preset", "gpu", "--dry-run", "--no-record"],
 }
+
+
+# Benchmarks whose tiny run a test module of their own checks more closely (tests/benchmarks/test_<name>.py).
+OWN_TESTS = {"sharding_memory"}
 
 
 def test_every_benchmark_is_exercised() -> None:
     scripts = {p.stem for p in (REPO / "benchmarks").glob("*.py") if p.read_text().count("def main(")}
-    assert scripts == set(TINY)
+    assert scripts == set(TINY) | OWN_TESTS
+    assert all((REPO / "tests" / "benchmarks" / f"test_{name}.py").is_file() for name in OWN_TESTS)
 
 
 @pytest.mark.parametrize("script", sorted(TINY))

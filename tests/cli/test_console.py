@@ -87,7 +87,7 @@ def test_help_describes_the_command_with_examples_and_groups(command: str, tmp_p
     assert text.startswith(f"{command}: ")
     examples = [line for line in text.splitlines() if line.startswith(f"  {command} ")]
     assert 6 <= len(examples) <= 12, examples
-    assert re.search(r"^  trainer +cpu, ddp, ddp_cpu, default, gpu$", text, re.M)
+    assert re.search(r"^  trainer +cpu, ddp, ddp_cpu, default, fsdp, fsdp_cpu, gpu$", text, re.M)
     assert "each/" not in text and "== Configuration groups ==" not in text  # groups, not single files
 
 

@@ -11,6 +11,7 @@ import torch
 
 from chainrule.config import builders
 from tests.support.configs import conf_options
+from tests.support.data_files import populate_files
 from tests.support.fake_vision_data import populate
 
 # Overrides an option needs to form a meaningful run (e.g. a regression loss needs regression data).
@@ -19,6 +20,8 @@ COMPANIONS: dict[tuple[str, str], list[str]] = {
     ("loss", "mse"): ["data=diabetes", "task=regression"],
     ("data", "diabetes"): ["task=regression", "loss=mse"],
     ("data", "tokens"): ["model=gpt", "task=language_model", "loss=token_cross_entropy"],
+    ("data", "token_file"): ["model=gpt", "task=language_model", "loss=token_cross_entropy"],
+    ("data", "image_folder"): ["data.image_size=16"],
     ("loss", "token_cross_entropy"): ["data=tokens", "model=gpt", "task=language_model"],
     ("model", "gpt"): ["data=tokens", "task=language_model", "loss=token_cross_entropy"],
     # GPT-2 small's width, one block deep: the full depth adds minutes and no new code path.
@@ -35,6 +38,7 @@ QUICK = [
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data")
     populate(path)
+    populate_files(path)  # image files, token files, LitData shards
     return path
 
 

@@ -37,3 +37,23 @@ def test_ddp_knobs_reach_distributed_data_parallel(overrides: list[str], backend
 def test_data_modules_not_lightning_shard_the_data() -> None:
     """Lightning's DistributedSampler would replace chainrule's global-batch order (and pad)."""
     assert build("trainer=ddp_cpu")._accelerator_connector.use_distributed_sampler is False
+
+
+@pytest.mark.parametrize("overrides, backend, mixed_precision", [
+    (["trainer=fsdp_cpu"], "gloo", None),
+    (["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"], "nccl", "bf16"),
+])
+def test_sharding_knobs_reach_the_strategy(overrides: list[str], backend: str,
+                                           mixed_precision: str | None) -> None:
+    from chainrule.training.sharded_strategy import ShardedStrategy
+
+    trainer = build(*overrides, "trainer.strategy.tensor_parallel_size=2",
+                    "trainer.strategy.timeout.minutes=2", "trainer.strategy.activation_checkpointing=true",
+                    "trainer.strategy.reshard_after_forward=false")
+    strategy = trainer.strategy
+    assert isinstance(strategy, ShardedStrategy)
+    assert strategy._process_group_backend == backend and strategy._timeout == timedelta(minutes=2)
+    assert strategy._tensor_parallel_size == 2 and strategy._data_parallel_size == "auto"
+    assert strategy.options == {"mixed_precision": mixed_precision, "activation_checkpointing": True,
+                                "cpu_offload": False, "reshard_after_forward": False}
+    assert trainer.num_devices == 2 and trainer._accelerator_connector.use_distributed_sampler is False

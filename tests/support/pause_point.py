@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 
 HOOKS = ("train_batch_start", "before_optimizer_step", "train_batch_end", "validation_batch_start",
-         "save_checkpoint", "fit_end", "test_batch_start")
+         "save_checkpoint", "fit_end", "test_batch_start", "train_start")
 
 
 class PauseAt(L.Callback):
@@ -28,6 +28,9 @@ class PauseAt(L.Callback):
         deadline = time.monotonic() + self.seconds
         while time.monotonic() < deadline:  # short sleeps: signal handlers run in between
             time.sleep(0.02)
+
+    def on_train_start(self, trainer, pl_module):  # a resumed run: restored, before its first batch
+        self._pause("train_start", trainer.global_step)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._pause("train_batch_start", trainer.global_step)

@@ -50,3 +50,23 @@ DEFAULTS_RUN = [
     "trainer.log_every_n_steps=2",
     "callbacks.checkpoints.every_n_train_steps=4",
 ]
+
+# The run that a sharded run (trainer=fsdp_cpu) must reproduce as one process: a GPT of 2 blocks (attention
+# and MLP for tensor parallelism to split) on token sequences; 160 sequences -> 128 training ones, 4
+# global batches of 32 per epoch, 8 steps = 2 epochs. SGD with momentum, as for DDP_RUN (Adam's
+# normalisation magnifies rounding where a gradient is near zero, and tensor-parallel ranks sum partial
+# products in another order), and clipping that acts at every step. Gradient norms logged at every step.
+SHARDED_RUN_STEPS = 8
+SHARDED_RUN = (
+    "experiment=tokens_gpt", "data.num_sequences=160", "data.seq_len=16", "data.vocab_size=32",
+    "data.batch_size=32", "model.n_layer=2", "model.n_head=4", "model.n_embd=32", "optim=sgd",
+    "trainer.gradient_clip_val=0.05", f"trainer.max_steps={SHARDED_RUN_STEPS}", "trainer.log_every_n_steps=1",
+    "callbacks.gradient_health.every_n_steps=1", *NO_PROGRESS_BARS, "logger=csv",
+)
+# The sharded run that an interrupted and resumed one must reproduce bit for bit: 2 ranks, fused AdamW with
+# clipping, deterministic algorithms, a step checkpoint every 3 steps (mid-epoch: 4 steps per epoch).
+SHARDED_RESUME_RUN = (
+    *[o for o in SHARDED_RUN if not o.startswith(("optim=", "callbacks.gradient_health"))], "optim=adamw",
+    "optim.fused=true", "trainer=fsdp_cpu", "trainer.deterministic=true",
+    "callbacks.checkpoints.every_n_train_steps=3", "test=false",
+)

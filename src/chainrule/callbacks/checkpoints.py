@@ -13,7 +13,8 @@ epoch-end metrics are all logged, so a checkpoint at step N holds a run whose hi
 step N (chainrule.callbacks.history rewinds the loggers to it on resume). Lightning's ModelCheckpoint
 saves inside `on_train_batch_end` and `on_validation_end`, before those metrics are logged; a kill
 right after such a save loses them for good. One state is written once; its other names are hard
-links. The file names in the callback's state are relative to `dirpath`, so a moved or copied run
+links (under trainer=fsdp a checkpoint is a folder: chainrule.checkpointing.sharded). The file names
+in the callback's state are relative to `dirpath`, so a moved or copied run
 directory resumes with its own files.
 """
 
@@ -28,6 +29,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from chainrule.callbacks.to_loggers import saving_between_batches
+from chainrule.checkpointing import sharded
 from chainrule.core.errors import ConfigError, unknown_choice
 
 MODES = ("min", "max")
@@ -82,7 +84,7 @@ class Checkpoints(Checkpoint):
     @property
     def last_model_path(self) -> str:
         last = self.dirpath / LAST
-        return str(last) if last.is_file() else ""
+        return str(last) if last.exists() else ""
 
     # --- when a save is due -------------------------------------------------------------------------
     def _saving(self, trainer: L.Trainer) -> bool:
@@ -157,7 +159,7 @@ class Checkpoints(Checkpoint):
             for name in others:
                 _link_or_copy(self.dirpath / first, self.dirpath / name)
             for name in set(removed) - set(names) - {n for _, n in self.best} - set(self.steps):
-                (self.dirpath / name).unlink(missing_ok=True)
+                sharded.remove(self.dirpath / name)
         trainer.strategy.barrier()
         self._last_saved_step = step
         self._clock = time.monotonic()
@@ -174,6 +176,8 @@ class Checkpoints(Checkpoint):
 def _link_or_copy(source: Path, target: Path) -> None:
     """`target` becomes a second name of `source`'s content, atomically (a hard link; a copy where the
     file system has none)."""
+    if source.is_dir():
+        return sharded.link_folder(source, target)
     temporary = target.with_name(f".{target.name}.link")
     temporary.unlink(missing_ok=True)
     try:

@@ -32,6 +32,7 @@ from torch.utils.hooks import RemovableHandle
 
 from chainrule.callbacks.to_loggers import log_to_loggers, logging_step
 from chainrule.core.errors import ConfigError
+from chainrule.optim.grad_norms import all_reduce_sum, any_sharded, local_part, shares
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,11 @@ class GradientHealth(L.Callback):
         finite, ...
     exploding_growth: ... or grew by more than this factor since the previous logging step.
 
-    Gradients are those of rank 0 after the DDP all-reduce (identical on all ranks), so only rank 0
-    computes anything. Alerts go to the console (Python logging), to every logger as `alerts/<condition>`,
+    Under DDP the gradients are those of rank 0 after the all-reduce (identical on all ranks), so only
+    rank 0 computes anything. Under FSDP and tensor parallelism (sharded parameters and gradients) every
+    rank adds its shards and one all-reduce per measurement gives the norms of the whole tensors
+    (chainrule.optim.grad_norms); rank 0 logs them.
+    Alerts go to the console (Python logging), to every logger as `alerts/<condition>`,
     and, when a W&B run is online, to W&B as an alert.
     """
 
@@ -95,6 +99,9 @@ class GradientHealth(L.Callback):
         self._params: list[nn.Parameter] = []
         self._owner: torch.Tensor | None = None  # module index of each parameter
         self._owner_on_device: torch.Tensor | None = None
+        self._first: torch.Tensor | None = None  # 1 for a parameter's first module, 0 where it is tied
+        self._shares: torch.Tensor | None = None  # sharded: each parameter's weight in the world-wide sum
+        self._sharded = False
         self._single_device = True
         self._relus: list[tuple[str, nn.Module]] = []
         self._relu_handles: list[RemovableHandle] = []
@@ -115,17 +122,27 @@ class GradientHealth(L.Callback):
         self._owner = torch.tensor(owner, dtype=torch.long)
         self._relus = [(_display_name(name), module) for name, module in pl_module.named_modules()
                        if isinstance(module, RELUS)]
+        self._sharded = any_sharded(self._params)
         if self._params:
-            self._owner_on_device = self._owner.to(self._params[0].device)
-            self._single_device = len({p.device for p in self._params}) == 1
+            device = local_part(self._params[0]).device
+            self._owner_on_device = self._owner.to(device)
+            self._single_device = len({local_part(p).device for p in self._params}) == 1
+            # A tied parameter (GPT's embedding and output head) counts in each module's norm, once globally.
+            seen: set[int] = set()
+            self._first = torch.tensor([not (id(p) in seen or seen.add(id(p))) for p in self._params],
+                                       dtype=torch.float32, device=device)
+            self._shares = torch.tensor(shares(self._params), device=device) if self._sharded else None
 
     def _is_logging_step(self, trainer: L.Trainer) -> bool:
-        return trainer.is_global_zero and trainer.global_step % self.every_n_steps == 0 and bool(self._params)
+        """Whether this rank measures at this step: rank 0, and under sharding every rank (collectives)."""
+        return ((trainer.is_global_zero or self._sharded) and trainer.global_step % self.every_n_steps == 0
+                and bool(self._params))
 
     # --- dead ReLUs: forward hooks only while a logging step runs ----------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if self.dead_relu and not self._relu_handles and self._is_logging_step(trainer):
+        if (self.dead_relu and not self._relu_handles and trainer.is_global_zero
+                and self._is_logging_step(trainer)):
             self._relu_handles = [module.register_forward_hook(self._dead_hook(name))
                                   for name, module in self._relus]
 
@@ -155,7 +172,7 @@ class GradientHealth(L.Callback):
             return
         with torch.no_grad():
             grad_sq, has_grad = self._module_sq_norms([p.grad for p in self._params])
-            params = [p.detach() for p in self._params]
+            params = [local_part(p.detach()) for p in self._params]
             param_sq, _ = self._module_sq_norms(params)
             if self.update_ratio:
                 # One buffer for the whole run: fresh copies every logging step would cost page faults
@@ -166,25 +183,36 @@ class GradientHealth(L.Callback):
             self._pending = {"grad_sq": grad_sq, "has_grad": has_grad, "param_sq": param_sq}
 
     def _module_sq_norms(self, tensors: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, list[bool]]:
-        """Per-module sums of squared L2 norms (one fused kernel per device and dtype), and which modules
-        had any tensor at all (parameters unused in this step have no gradient)."""
-        assert self._owner is not None
+        """Per-module sums of squared L2 norms, with the global sum (tied parameters once) appended (one
+        fused kernel per device and dtype), and which modules had any tensor at all (parameters unused in
+        this step have no gradient). `tensors` go with `self._params`, one each (a gradient, a parameter,
+        an update: sharded alike); under sharding, the sums of all ranks' shards (one all-reduce)."""
+        assert self._owner is not None and self._first is not None
         present = [i for i, t in enumerate(tensors) if t is not None and not t.is_sparse]
-        device = self._params[0].device
-        sums = torch.zeros(len(self._names), device=device, dtype=torch.float32)
+        device = self._first.device
+        sums = torch.zeros(len(self._names) + 1, device=device, dtype=torch.float32)
         if len(present) == len(tensors):  # the usual case: no index juggling
             chosen, owner, has = list(tensors), self._owner_on_device, [True] * len(self._names)
+            first, weights = self._first, self._shares
         else:
             chosen, owner = [tensors[i] for i in present], self._owner[present]
             has = [False] * len(self._names)
             for module in owner.tolist():
                 has[module] = True
-            owner = owner.to(device)
+            owner, index = owner.to(device), torch.tensor(present, device=device)
+            first = self._first[index]
+            weights = None if self._shares is None else self._shares[index]
         if chosen:
-            norms = torch._foreach_norm(chosen)
+            norms = torch._foreach_norm([local_part(t) for t in chosen])
             if not self._single_device:
                 norms = [n.to(device) for n in norms]
-            sums.index_add_(0, owner, torch.stack(norms).float().square())  # stack promotes mixed dtypes
+            squares = torch.stack(norms).float().square()  # stack promotes mixed dtypes
+            if weights is not None:
+                squares = squares * weights
+            sums[:-1].index_add_(0, owner, squares)
+            sums[-1] = (squares * first).sum()
+        if self._sharded:
+            all_reduce_sum(sums)
         return sums, has
 
     # --- after the update: post-clip gradients (not yet zeroed), updates, logging, alerts -----------
@@ -195,12 +223,14 @@ class GradientHealth(L.Callback):
         pending, self._pending = self._pending, None
         with torch.no_grad():
             post_sq, _ = self._module_sq_norms([p.grad for p in self._params])
-            values = [pending["grad_sq"].sqrt(), pending["grad_sq"].sum().sqrt().reshape(1),
-                      post_sq.sum().sqrt().reshape(1), pending["param_sq"].sqrt()]
+            m = len(self._names)
+            values = [pending["grad_sq"][:m].sqrt(), pending["grad_sq"][m:].sqrt(), post_sq[m:].sqrt(),
+                      pending["param_sq"][:m].sqrt()]
             if self.update_ratio:
-                torch._foreach_sub_(self._before, [p.detach() for p in self._params])  # now minus the update
+                # now minus the update
+                torch._foreach_sub_(self._before, [local_part(p.detach()) for p in self._params])
                 update_sq, _ = self._module_sq_norms(self._before)
-                values.append(update_sq.sqrt())
+                values.append(update_sq[:m].sqrt())
             dead_names = sorted(self._dead)
             if dead_names:
                 fractions = [torch.stack(self._dead[name]).mean() for name in dead_names]
@@ -209,8 +239,9 @@ class GradientHealth(L.Callback):
             flat = torch.cat([v.to(values[0].device) for v in values]).tolist()
         self._dead = {}
         self._remove_relu_hooks()
+        if not trainer.is_global_zero:  # a rank that only took part in the sums
+            return
 
-        m = len(self._names)
         grad = flat[:m]
         global_pre, global_post = flat[m], flat[m + 1]
         param = flat[m + 2:2 * m + 2]

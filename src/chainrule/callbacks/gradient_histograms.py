@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 
 from chainrule.callbacks.to_loggers import log_to_loggers
 from chainrule.core.errors import ConfigError, unknown_choice
+from chainrule.optim.grad_norms import local_part
 
 TENSORS = ("gradients", "parameters", "all")
 
@@ -40,7 +41,9 @@ class GradientHistograms(L.Callback):
     tensors); here nothing runs in between (benchmarks/wandb_overhead.py compares both).
     The gradient is the one the optimizer is about to apply: summed over accumulated micro-batches,
     averaged over DDP ranks, unscaled under mixed precision, before clipping.
-    Names are those of the task's `model` (what `wandb.watch(task.model)` shows).
+    Names are those of the task's `model` (what `wandb.watch(task.model)` shows). Under FSDP and tensor
+    parallelism (sharded tensors) the histograms are of rank 0's shards: gathering whole tensors would
+    cost every rank the memory sharding saves.
     """
 
     def __init__(self, every_n_steps: int, tensors: str, num_bins: int):
@@ -71,8 +74,8 @@ class GradientHistograms(L.Callback):
         tensors = {}
         for name, param in model.named_parameters():
             if self.tensors in ("gradients", "all") and param.grad is not None:
-                tensors[f"gradients/{name}"] = param.grad
+                tensors[f"gradients/{name}"] = local_part(param.grad)
             if self.tensors in ("parameters", "all"):
-                tensors[f"parameters/{name}"] = param
+                tensors[f"parameters/{name}"] = local_part(param)
         return {key: wandb.Histogram(np_histogram=hist) for key, tensor in tensors.items()
                 if (hist := histogram(tensor, self.num_bins)) is not None}

@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from chainrule.callbacks.to_loggers import log_to_loggers
 from chainrule.core import console
 from chainrule.core.errors import ChainruleError, unknown_choice
+from chainrule.optim.grad_norms import all_reduce_sum, any_sharded, local_part, total_norm
 
 POLICIES = ("raise", "skip")
 
@@ -31,7 +32,8 @@ class NonFiniteGuard(L.Callback):
         schedule still advances), counts it in `train/skipped_steps`, and stops once
         `max_consecutive_skips` steps in a row were skipped.
     With fp16 mixed precision the gradient scaler already skips steps with infinite gradients (that is
-    how it finds its scale), so only the loss is checked then.
+    how it finds its scale), so only the loss is checked then. Under FSDP and tensor parallelism the check
+    spans all ranks (the global gradient norm, every rank's loss), so that all ranks skip or stop together.
     """
 
     def __init__(self, policy: str, max_consecutive_skips: int):
@@ -48,6 +50,18 @@ class NonFiniteGuard(L.Callback):
         self._loss_finite: torch.Tensor | None = None
         self._batch: object = None
         self._batch_idx = 0
+        self._sharded = False  # gradients are DTensors: decisions must be the same on every rank
+        self._device = torch.device("cpu")
+
+    def _anywhere(self, flag: bool) -> bool:
+        """`flag` on any rank, under sharding (a collective: every rank asks); this rank's flag otherwise."""
+        if not self._sharded:
+            return flag
+        # On the gradients' device: NCCL reduces GPU tensors only.
+        return bool(all_reduce_sum(torch.tensor([float(flag)], device=self._device)).item() > 0)
+
+    def _everywhere(self, flag: bool) -> bool:
+        return not self._anywhere(not flag)
 
     def state_dict(self) -> dict[str, int]:
         return {"skipped": self.skipped, "consecutive": self.consecutive}
@@ -75,9 +89,11 @@ class NonFiniteGuard(L.Callback):
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         checks = [] if loss_finite is None else [loss_finite]
         if params and not _scaler_handles_infs(trainer):
-            total = torch.nn.utils.get_total_norm([p.grad for p in params], error_if_nonfinite=False)
+            total = total_norm([p.grad for p in params])  # sharded gradients: over all ranks' shards
             checks.append(torch.isfinite(total).to(device=checks[0].device if checks else total.device))
-        if not checks or bool(torch.stack(checks).all()):
+        self._sharded = any_sharded(p.grad for p in params)
+        self._device = local_part(params[0].grad).device if params else self._device
+        if not checks or self._everywhere(bool(torch.stack(checks).all())):
             self.consecutive = 0
             if self.policy == "skip":
                 log_to_loggers(trainer, {"train/skipped_steps": float(self.skipped)})
@@ -111,21 +127,23 @@ class NonFiniteGuard(L.Callback):
         """Names the layer to look at: one whose weights are already non-finite, else the first module
         whose output is non-finite when the batch is run forward again, else the first parameter with a
         non-finite gradient."""
+        # Under sharding every answer below is all ranks' (each looks at its shards), so that all ranks run
+        # the forward pass of first_nonfinite_module together.
         for name, p in pl_module.named_parameters():
-            if not torch.isfinite(p).all():
+            if self._anywhere(not bool(torch.isfinite(local_part(p)).all())):
                 return f"first non-finite layer: {name} (its values are non-finite)"
         inputs = self._batch[0] if isinstance(self._batch, (list, tuple)) else self._batch
-        if (
+        if self._anywhere(
             isinstance(inputs, torch.Tensor)
             and inputs.is_floating_point()
-            and not torch.isfinite(inputs).all()
+            and not bool(torch.isfinite(inputs).all())
         ):
             return "the batch's inputs hold NaN/inf: check the data"
         layer = first_nonfinite_module(pl_module, self._batch)
         if layer is not None:
             return f"first non-finite layer: {layer} (its output is non-finite)"
         for name, p in pl_module.named_parameters():
-            if p.grad is not None and not torch.isfinite(p.grad).all():
+            if self._anywhere(p.grad is not None and not bool(torch.isfinite(local_part(p.grad)).all())):
                 return (
                     f"first non-finite layer: {name} (its gradient is non-finite; the forward pass is finite)"
                 )

@@ -3,7 +3,8 @@
 The one rule for every way a run restarts (`resume=<run dir>`, a requeued SLURM job, a run directory
 reused by a launcher). Checkpoints are found by their `.ckpt` suffix wherever they lie in the run
 directory, so the folder names (conf/paths/, Lightning's `hpc_ckpt_<n>.ckpt` at the top) live in the
-config alone.
+config alone. A sharded checkpoint (trainer=fsdp) is a folder with that suffix
+(chainrule.checkpointing.sharded), found and checked the same way.
 """
 
 import json
@@ -12,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from chainrule.checkpointing.io import TEMP_SUFFIX, is_intact
+from chainrule.checkpointing.sharded import is_sharded, remove
 from chainrule.core import console
 from chainrule.core.errors import CheckpointError
 
 
 def checkpoint_candidates(run_dir: str | Path) -> list[Path]:
-    """The checkpoints a run directory holds, newest first (by modification time: each file appears,
-    complete, at the moment it was renamed into place; ties broken by name)."""
-    paths = [p for p in Path(run_dir).rglob("*.ckpt") if p.is_file() and not p.name.startswith(".")]
+    """The checkpoints a run directory holds, files and sharded folders, newest first (by modification
+    time: each appears, complete, at the moment it was renamed into place; ties broken by name)."""
+    paths = [p for p in Path(run_dir).rglob("*.ckpt")
+             if (p.is_file() or p.is_dir()) and not p.name.startswith(".")]
     return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
 
 
@@ -35,7 +38,7 @@ def newest_intact_checkpoint(run_dir: str | Path) -> Path | None:
 def remove_stale_temporaries(run_dir: str | Path) -> None:
     """Delete temporary files left by writers that were killed mid-write (call before training starts)."""
     for temp in Path(run_dir).glob(f"**/.*.ckpt.*{TEMP_SUFFIX}"):
-        temp.unlink(missing_ok=True)
+        remove(temp)  # a file, or a sharded checkpoint's folder
 
 
 
@@ -67,7 +70,7 @@ def checkpoint_to_use(value: str | Path, log_dir: str | Path, key: str = "ckpt_p
     its newest intact one; for `latest`, that of the newest run under `log_dir` that holds a checkpoint."""
     path = latest_run_with_checkpoints(log_dir, key) if str(value) == LATEST else Path(value).expanduser()
     key = f"{key}={value}"
-    if path.is_dir():
+    if path.is_dir() and not is_sharded(path):
         record = finished(path)
         best = path / record["best_checkpoint"] if record and record.get("best_checkpoint") else None
         path = best if best is not None and is_intact(best) else newest_intact_checkpoint(path)
@@ -75,7 +78,7 @@ def checkpoint_to_use(value: str | Path, log_dir: str | Path, key: str = "ckpt_p
             raise CheckpointError(f"{key}: the run directory holds no intact checkpoint; pass a checkpoint "
                                   f"file, or a run that saved one")
         return path
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{key}: checkpoint not found; pass a .ckpt file, a run directory, or latest")
     if not is_intact(path):
         raise CheckpointError(f"{key}: the checkpoint is damaged (truncated or corrupt); pick another one "

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
+from chainrule.checkpointing import sharded
 from chainrule.core.errors import CheckpointError
 
 CONFIG_KEY = "chainrule_config"
@@ -97,6 +98,12 @@ def _fsync_directory(folder: Path) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint as plain tensors and containers (`weights_only=True`: no code runs on load)."""
     path = Path(path)
+    if sharded.is_sharded(path):
+        raise CheckpointError(
+            f"{path} is a sharded checkpoint (a folder written by several ranks under trainer=fsdp); load it "
+            f"with the same kind of trainer (trainer=fsdp or fsdp_cpu, any number of devices), or make one "
+            f"file of it: chainrule-consolidate ckpt_path={path}"
+        )
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint not found: {path}; pass the path of a .ckpt file, "
@@ -125,7 +132,11 @@ def _unsafe_global(message: str) -> str:
 
 def is_intact(path: str | Path) -> bool:
     """True when `path` is a complete checkpoint archive: its zip directory is present (a truncated file
-    has none) and every member matches its CRC-32 (a corrupted one does not)."""
+    has none) and every member matches its CRC-32 (a corrupted one does not). A sharded checkpoint (a
+    folder) is intact when its files match its manifest (chainrule.checkpointing.sharded) and its meta.pt
+    is an intact archive."""
+    if Path(path).is_dir():
+        return sharded.is_complete(path) and is_intact(Path(path) / sharded.META)
     try:
         with zipfile.ZipFile(path) as archive:
             return archive.testzip() is None and any(n.endswith("/data.pkl") for n in archive.namelist())
@@ -133,10 +144,10 @@ def is_intact(path: str | Path) -> bool:
         return False
 
 
-
 def load_run_config(path: str | Path) -> dict[str, Any]:
-    """The resolved config of the run that wrote the checkpoint at `path`."""
-    checkpoint = load_checkpoint(path)
+    """The resolved config of the run that wrote the checkpoint at `path` (a file, or a sharded checkpoint's
+    folder)."""
+    checkpoint = load_checkpoint(Path(path) / sharded.META if sharded.is_sharded(path) else path)
     if CONFIG_KEY not in checkpoint:
         raise CheckpointError(f"{path} holds no chainrule config; it was not written by chainrule-train")
     return checkpoint[CONFIG_KEY]

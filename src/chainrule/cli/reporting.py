@@ -99,6 +99,7 @@ def print_summary(cfg: DictConfig, trainer: L.Trainer, metrics: Mapping[str, flo
     for name in sorted(k for k in metrics if k.startswith(("val/", "test/"))):
         table.add_row(name, f"{float(metrics[name]):.4f}")
     run_dir = Path(cfg.paths.output_dir)
+    # a file, or a folder under trainer=fsdp
     last = next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")),
                 None)
     lines = [console.render(table)] if table.row_count else []

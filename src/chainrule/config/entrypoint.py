@@ -2,6 +2,7 @@
 before anything starts, and user errors shown as one message instead of a traceback."""
 
 import errno
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -99,6 +100,9 @@ def execute(fn: Callable[[DictConfig], T], cfg: DictConfig, required: Sequence[s
             console.quiet_libraries()  # again: Lightning, imported by now, adds a console handler of its own
             if detect_launch().rank == 0:
                 record_run(cfg)
+            # The imports are done (see run()): what exists now lives for the whole run.
+            gc.freeze()
+            gc.enable()
             with finishing_wandb_run():
                 return on_all_ranks(fn, cfg) if all_ranks else fn(cfg)
     except UserError as error:
@@ -113,7 +117,18 @@ def run(app: Callable[[], object], config_name: str, argv: list[str] | None = No
     """Check the command line, then run a `hydra.main`-decorated `app` whose config is `config_name`
     (on this rank, when an external launcher started several: see chainrule.launch.run_id for what
     differs on ranks other than 0). `required`: keys the command line must set."""
-    argv = sys.argv[1:] if argv is None else argv
+    # Start-up imports (torch, Lightning) create hundreds of thousands of objects and no garbage: the
+    # collector's passes over them would cost most of a second. It is back on when the work starts
+    # (execute), and what exists at the end is frozen: the process's final collection need not walk it.
+    gc.disable()
+    try:
+        _checked_run(app, config_name, sys.argv[1:] if argv is None else argv, required)
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
+def _checked_run(app: Callable[[], object], config_name: str, argv: list[str], required: tuple[str, ...]) -> None:
     launch = detect_launch()
     prefix_console(launch.rank)
     try:
@@ -126,7 +141,8 @@ def run(app: Callable[[], object], config_name: str, argv: list[str] | None = No
         if not any(a.startswith("-") for a in argv):  # not --help, --cfg or a multirun: one run
             for key in required:
                 if not any(a.startswith(f"{key}=") for a in argv):
-                    raise ConfigError(f"{key} is missing: pass {key}=<value> (see {Path(sys.argv[0]).name} --help)")
+                    raise ConfigError(f"{key} is missing: pass {key}=<value> (see {Path(sys.argv[0]).name} "
+                                      f"--help)")
             preflight(config_name, argv, run_dir_check=launch.rank == 0)
         check_run_identity(argv, launch)
     except ChainruleError as error:

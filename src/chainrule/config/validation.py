@@ -19,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from chainrule.config.groups import BUILT_GROUPS
 from chainrule.core.errors import ConfigError
-from chainrule.launch.devices import check_global_batch, devices_per_node
+from chainrule.launch.devices import check_global_batch, devices_per_node, tensor_parallel_size
 
 # fp16 automatic mixed precision and Transformer Engine need a CUDA GPU; on a CPU Lightning silently
 # trains in bf16 instead.
@@ -47,10 +47,12 @@ def validate(cfg: DictConfig, machine: bool = True, required: Sequence[str] = BU
         _check_target(path, node)
     if "optim" in cfg:
         _check_optimizer(cfg)
-    if machine and "trainer" in cfg:  # chainrule-export runs no trainer
+    if machine and "trainer" in cfg:  # commands without a trainer (export, consolidate) run here
         _check_machine(cfg.trainer)
     if "data" in required and "data" in cfg:  # a training batch (chainrule-predict only evaluates)
         check_global_batch(cfg, probe=machine)
+    if "model" in cfg and tensor_parallel_size(cfg.trainer) > 1:
+        _check_tensor_parallel_plan(cfg.model)
 
 
 def _targets(node: Any, path: str = "") -> list[tuple[str, DictConfig]]:
@@ -176,6 +178,16 @@ def _flatten(annotation: Any) -> list[Any]:
     if typing.get_origin(annotation) in (Union, types.UnionType):
         return [m for a in typing.get_args(annotation) for m in _flatten(a)]
     return [annotation]
+
+
+def _check_tensor_parallel_plan(model: DictConfig) -> None:
+    """Tensor parallelism splits the layers a model's `tensor_parallel_plan()` names
+    (chainrule.models.sharding); a model class without one cannot use it."""
+    factory = get_object(model._target_) if isinstance(model.get("_target_"), str) else None
+    if factory is not None and not hasattr(factory, "tensor_parallel_plan"):
+        raise ConfigError(f"trainer.strategy.tensor_parallel_size > 1 splits the layers of a model's "
+                          f"tensor-parallel plan, and {model._target_} declares none; use "
+                          f"trainer.strategy.tensor_parallel_size=1 (FSDP alone), or model=gpt")
 
 
 def _check_optimizer(cfg: DictConfig) -> None:

@@ -1,12 +1,10 @@
 from dataclasses import dataclass
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from chainrule.core.errors import ConfigError
-from chainrule.data.resumable import is_position, training_position
-from chainrule.data.sampling import GlobalBatchSampler, eval_batches
+from chainrule.data.indexed import IndexedDataModule
 
 
 @dataclass(frozen=True)
@@ -30,12 +28,11 @@ class Splits:
     test: Arrays
 
 
-class InMemoryDataModule(L.LightningDataModule):
+class InMemoryDataModule(IndexedDataModule):
     """A dataset small enough to hold as tensors, split into train/val/test from `split_seed`.
 
-    Subclasses implement `load()`. `batch_size` is the global batch per optimizer step; each process
-    loads batch_size / (world size x gradient accumulation) samples per step, and the samples of one
-    step are the same whatever the number of processes (see chainrule.data.sampling).
+    Subclasses implement `load()`. Batching, the training order and the loaders' workers are those of
+    chainrule.data.indexed.IndexedDataModule.
 
     k-fold cross-validation: with `folds=k` and `fold=i`, the test split stays the one held out without
     folds, and the other samples are cut into k folds (stratified by class where the targets are class
@@ -50,10 +47,15 @@ class InMemoryDataModule(L.LightningDataModule):
         test_fraction: float,
         split_seed: int,
         num_workers: int,
+        persistent_workers: bool,
+        pin_memory: bool,
+        prefetch_factor: int,
         folds: int | None,
         fold: int | None,
     ):
-        super().__init__()
+        super().__init__(batch_size=batch_size, split_seed=split_seed, num_workers=num_workers,
+                         persistent_workers=persistent_workers, pin_memory=pin_memory,
+                         prefetch_factor=prefetch_factor)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"data.{name} must be in [0, 1), got {value}")
@@ -63,13 +65,9 @@ class InMemoryDataModule(L.LightningDataModule):
         check_fold(folds, fold)
         self.folds = folds
         self.fold = fold
-        self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
-        self.split_seed = split_seed
-        self.num_workers = num_workers
         self._splits: Splits | None = None
-        self._resume_position: dict[str, int] | None = None
 
     # --- what subclasses provide -------------------------------------------------------------------
     def load(self) -> Arrays | tuple[Arrays, Arrays]:
@@ -136,53 +134,12 @@ class InMemoryDataModule(L.LightningDataModule):
         return Splits(train=data.subset(candidates[train]), val=data.subset(candidates[val]), test=test)
 
     def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
         _ = self.splits
 
-    # --- loaders ----------------------------------------------------------------------------------
-    def _world(self) -> tuple[int, int, int]:
-        """(world size, this process's rank, gradient accumulation) of the attached trainer."""
-        trainer = self.trainer
-        if trainer is None:
-            return 1, 0, 1
-        return trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches
-
-    def train_dataloader(self) -> DataLoader:
-        world, rank, accumulation = self._world()
-        sampler = GlobalBatchSampler(len(self.splits.train), self.batch_size, world, rank, accumulation,
-                                     shuffle=True, seed=self.split_seed)
-        if self._resume_position is not None:
-            sampler.resume_at(self._resume_position)
-            self._resume_position = None
-        return self._loader(self.splits.train, batch_size=sampler.micro_batch_size, sampler=sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.splits.val)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.splits.test)
-
-    def _eval_loader(self, arrays: Arrays) -> DataLoader:
-        world, rank, _ = self._world()
-        batches = eval_batches(len(arrays), max(1, self.batch_size // world), world, rank)
-        return self._loader(arrays, batch_sampler=batches)
-
-    # --- resuming: the position in the training order travels in every checkpoint --------------------
-    def state_dict(self) -> dict[str, int]:
-        return training_position(self.trainer)
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume_position = state_dict if is_position(state_dict) else None
-
-    def _loader(self, arrays: Arrays, **batching) -> DataLoader:
-        # The samplers above shard by rank themselves; trainer.use_distributed_sampler is off for that.
-        return DataLoader(
-            TensorDataset(arrays.x, arrays.y),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            # A private generator: starting an epoch then leaves the global RNG (dropout masks) untouched.
-            generator=torch.Generator().manual_seed(self.split_seed),
-            **batching,
-        )
+    def split_dataset(self, split: str) -> TensorDataset:
+        arrays: Arrays = getattr(self.splits, split)
+        return TensorDataset(arrays.x, arrays.y)
 
 
 def check_fold(folds: int | None, fold: int | None) -> None:

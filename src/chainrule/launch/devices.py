@@ -1,5 +1,6 @@
-"""Device arithmetic of a trainer config: processes per node, world size, whether Lightning starts the
-processes itself, and whether the global batch splits over them. Every caller (validation, the local
+"""Device arithmetic of a trainer config: processes per node, world size, tensor-parallel size, whether
+Lightning starts the processes itself, and whether the global batch splits over the data-parallel ranks.
+Every caller (validation, the local
 launcher, SLURM submission) asks here."""
 
 import os
@@ -8,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
+from chainrule.core.errors import ConfigError
 from chainrule.data.batching import per_device_batch_size
 
 # Lightning starts these strategies' processes itself (multiprocessing, TPU), not by re-running the
@@ -49,13 +51,27 @@ def world_size(trainer: Mapping[str, Any], probe: bool = True) -> int | None:
     return None if per_node is None else per_node * int(trainer.get("num_nodes", 1))
 
 
+def tensor_parallel_size(trainer: Mapping[str, Any]) -> int:
+    """Ranks that split each layer (trainer=fsdp's `strategy.tensor_parallel_size`); 1 without tensor
+    parallelism."""
+    strategy = trainer.get("strategy")
+    size = strategy.get("tensor_parallel_size", 1) if isinstance(strategy, Mapping) else 1
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else 1
+
+
 def check_global_batch(cfg: DictConfig, probe: bool = True) -> None:
-    """Raise ConfigError, before any rank starts, when data.batch_size does not split into world size x
-    gradient accumulation (see chainrule.data.batching)."""
+    """Raise ConfigError, before any rank starts, when data.batch_size does not split into the
+    data-parallel ranks (world size / tensor-parallel size: the ranks of one tensor-parallel group take
+    the same samples) x gradient accumulation (see chainrule.data.batching), or when the tensor-parallel
+    size does not divide the world size."""
+    world = world_size(cfg.trainer, probe) or 1
+    tensor = tensor_parallel_size(cfg.trainer)
+    if world % tensor:
+        raise ConfigError(f"trainer.strategy.tensor_parallel_size={tensor} does not divide the {world} ranks "
+                          f"(trainer.devices x trainer.num_nodes); use a divisor of {world}")
     if cfg.data.get("batch_size") is None:
         return
-    world = world_size(cfg.trainer, probe) or 1
-    per_device_batch_size(cfg.data.batch_size, world, cfg.trainer.get("accumulate_grad_batches", 1))
+    per_device_batch_size(cfg.data.batch_size, world // tensor, cfg.trainer.get("accumulate_grad_batches", 1))
 
 
 def starts_own_processes(strategy: object) -> bool:

@@ -28,6 +28,10 @@ class ConvAutoencoder(nn.Module):
             c_in = c_out
         self.decoder = nn.Sequential(*dec)
 
+    def sharding_units(self) -> list[nn.Module]:
+        """FSDP shards encoder and decoder as two units (chainrule.models.sharding)."""
+        return [self.encoder, self.decoder]
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 

@@ -37,5 +37,9 @@ class SmallCNN(nn.Module):
             nn.Linear(hidden, num_outputs),
         )
 
+    def sharding_units(self) -> list[nn.Module]:
+        """FSDP shards the convolutional stages and the head as two units (chainrule.models.sharding)."""
+        return [self.features, self.head]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -6,23 +6,43 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from chainrule.models.sharding import COLWISE, ROWWISE
+
 
 class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention. Queries, keys and values have projections of their own, so that
+    tensor parallelism can give each rank whole heads (a column-parallel split of a fused qkv projection
+    would cut across q, k and v)."""
+
     def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
         super().__init__()
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head}")
-        self.n_head = n_head
-        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.head_dim = n_embd // n_head
+        self.q = nn.Linear(n_embd, n_embd, bias=bias)
+        self.k = nn.Linear(n_embd, n_embd, bias=bias)
+        self.v = nn.Linear(n_embd, n_embd, bias=bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.dropout = dropout
+        self.register_load_state_dict_pre_hook(_split_fused_qkv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        # (B, T, 3C) -> three (B, n_head, T, head_dim) tensors
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        B, T, _ = x.shape
+        # (B, T, heads x head_dim) -> (B, heads, T, head_dim). The head count is read from the projection's
+        # output: under tensor parallelism a rank holds only its share of the heads.
+        q, k, v = (proj(x).view(B, T, -1, self.head_dim).transpose(1, 2) for proj in (self.q, self.k, self.v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+def _split_fused_qkv(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    """Checkpoints written before q, k and v had projections of their own hold one fused `qkv` projection
+    (output features: all queries, then keys, then values); they load as its three thirds."""
+    for kind in ("weight", "bias"):
+        fused = state_dict.pop(f"{prefix}qkv.{kind}", None)
+        if fused is not None:
+            for name, part in zip(("q", "k", "v"), fused.chunk(3)):
+                state_dict[f"{prefix}{name}.{kind}"] = part
 
 
 class TransformerBlock(nn.Module):
@@ -78,6 +98,21 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
+
+    def sharding_units(self) -> list[nn.Module]:
+        """FSDP shards each transformer block on its own (chainrule.models.sharding); the embeddings, tied to
+        the output head, stay together in the root unit."""
+        return list(self.blocks)
+
+    def tensor_parallel_plan(self) -> dict[str, str]:
+        """Each block's attention and MLP split over the tensor-parallel ranks: q, k, v and the MLP's first
+        layer by output features (whole heads per rank), the output projections by input features."""
+        plan = {}
+        for i in range(len(self.blocks)):
+            plan |= {f"blocks.{i}.attn.{name}": COLWISE for name in ("q", "k", "v")}
+            plan |= {f"blocks.{i}.attn.proj": ROWWISE, f"blocks.{i}.mlp.0": COLWISE,
+                     f"blocks.{i}.mlp.2": ROWWISE}
+        return plan
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[1]

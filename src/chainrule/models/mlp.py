@@ -64,5 +64,9 @@ class MLP(nn.Module):
         )
         self.head = nn.Linear(widths[-1], num_outputs)
 
+    def sharding_units(self) -> list[nn.Module]:
+        """FSDP shards each hidden block on its own (chainrule.models.sharding); the head goes in the root."""
+        return list(self.blocks)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x.flatten(1)))

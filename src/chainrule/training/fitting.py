@@ -7,8 +7,10 @@ epochs or steps.
 """
 
 import logging
+import signal
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping
@@ -43,13 +45,27 @@ def fit(
             # The data module restores its position in the epoch itself (chainrule.data.resumable);
             # Lightning, looking only for stateful dataloaders, would warn that it cannot.
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
-        trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg))
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg))
+        except BaseException:
+            if not trainer.received_sigterm:
+                raise
+            stopped_by_sigterm(trainer, run_dir)
     record = finished(run_dir)
     if record is not None and record.get("global_step") == trainer.global_step:
         console.say(f"training of {run_dir} finished already ({record.get('stopped')}); pass a larger "
                     f"trainer.max_epochs or trainer.max_steps to train it further")
     if trainer.state.status == TrainerStatus.FINISHED and trainer.is_global_zero:
         mark_finished(run_dir, best_checkpoint(trainer, run_dir), trainer.global_step, stop_reason(trainer))
+
+
+def stopped_by_sigterm(trainer: L.Trainer, run_dir: str | Path) -> NoReturn:
+    """End a run that SIGTERM stopped with one line, not a traceback. SLURM sends it to every process of a
+    job it requeues (after Lightning's USR1 checkpoint), cancels or preempts; W&B's service process dies
+    with it, so the training loop usually fails on its next log call before Lightning stops it."""
+    console.say(f"stopped by SIGTERM at step {trainer.global_step} (SLURM requeued, preempted or cancelled the "
+                f"job, or it was killed); its checkpoints are kept: chainrule-train resume={run_dir}")
+    raise SystemExit(128 + signal.SIGTERM) from None
 
 
 def stop_reason(trainer: L.Trainer) -> str:

@@ -11,8 +11,11 @@ from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from chainrule.core.errors import unknown_choice
 from chainrule.models.init import initialize
+from chainrule.optim.grad_norms import clip_grad_norm_
 from chainrule.optim.param_groups import build_optimizer, check_multipliers, submodule
 from chainrule.optim.schedules import SchedulerConfig
+from chainrule.training.parallelize import is_parallelized
+from chainrule.training.sharded_strategy import ShardedStrategy
 
 TARGETS = ("label", "input")
 
@@ -143,8 +146,15 @@ class Task(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
         elif gradient_clip_algorithm == "value":
             torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val, foreach=True)
-        else:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
+        else:  # the norm over all ranks' shards under trainer=fsdp (chainrule.optim.grad_norms)
+            clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
+
+    def configure_model(self) -> None:
+        """Under trainer=fsdp, shard the model as it declares (chainrule.training.parallelize) before the
+        optimizer is built; Lightning calls this for every stage, so it acts once. No-op otherwise."""
+        strategy = self.trainer.strategy
+        if isinstance(strategy, ShardedStrategy) and not is_parallelized(self.model):
+            strategy.parallelize(self.model)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.optimizer_factory, self.model, self.lr_multipliers)
