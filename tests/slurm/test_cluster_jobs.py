@@ -192,7 +192,7 @@ def test_usr1_checkpoints_requeues_and_resumes_in_the_same_run(receiver: str, jo
     assert [p.name for p in job.run_dir.parent.iterdir()] == [job.run_dir.name]
     if receiver == "batch":
         return  # this job logs no W&B run
-    run_id = (job.run_dir / "wandb_run_id").read_text()
+    run_id = (job.run_dir / "wandb_run_id").read_text().strip()
     wandb_runs = offline_runs(job.run_dir)
     assert len(wandb_runs) == 2 and all(p.name.endswith(f"-{run_id}") for p in wandb_runs), wandb_runs
 

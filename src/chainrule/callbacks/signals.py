@@ -17,7 +17,7 @@ from types import FrameType
 import lightning as L
 
 from chainrule.callbacks.to_loggers import saving_between_batches
-from chainrule.core import console
+from chainrule.core import console, stop_signals
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
@@ -46,6 +46,7 @@ class SignalCheckpoint(L.Callback):
         # Installed here, after Lightning registered its own handlers, so these replace them; Lightning
         # puts the original handlers back when fitting ends.
         self.received = None
+        stop_signals.forget()
         if threading.current_thread() is threading.main_thread():
             for signum in HANDLED:
                 signal.signal(signum, self._on_signal)
@@ -54,6 +55,7 @@ class SignalCheckpoint(L.Callback):
         if self.received == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt  # Ctrl-C twice: the user does not want to wait for the step to end
         self.received = signum
+        stop_signals.note(signum)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object,
                              batch_idx: int) -> None:

@@ -262,6 +262,15 @@ def sync_command(wandb_dir: Path, run_id: str) -> str:
     return shlex.join(["wandb", "sync", *map(str, sorted(wandb_dir.glob(f"offline-run-*-{run_id}")))])
 
 
+def _let_go_of_the_service() -> None:
+    """Close the connection to W&B's service process when that process is gone (SIGTERM reaches every
+    process of a SLURM job step): W&B's own exit hook would otherwise fail on it with a traceback."""
+    try:
+        sys.modules["wandb"].teardown()
+    except Exception:  # the service is gone; its exit hook is unregistered all the same
+        pass
+
+
 @contextmanager
 def finishing_wandb_run() -> Iterator[None]:
     """Finish the W&B run when the block ends: failed (exit code 1) on an exception, else finished.
@@ -276,6 +285,8 @@ def finishing_wandb_run() -> Iterator[None]:
         try:
             finish_active_run(exit_code=1 if failed else 0)
         except Exception as finish_error:  # the original error is the one the user must see
-            log.warning("could not finish the W&B run: %s", finish_error)
+            log.warning("could not finish the W&B run (%s): what it recorded stays in its wandb/ folder",
+                        str(finish_error) or type(finish_error).__name__)
+            _let_go_of_the_service()
         raise
     finish_active_run(exit_code=0)

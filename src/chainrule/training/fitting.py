@@ -27,7 +27,7 @@ from chainrule.checkpointing.discovery import (
     newest_intact_checkpoint,
     remove_stale_temporaries,
 )
-from chainrule.core import console
+from chainrule.core import console, stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,11 @@ def fit(
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
         try:
             trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg))
-        except BaseException:
-            if not trainer.received_sigterm:
+        except BaseException as error:
+            # Lightning's own handler (SLURM runs without chainrule's signal callback) or chainrule's
+            if not (trainer.received_sigterm or stop_signals.received(signal.SIGTERM)):
                 raise
-            stopped_by_sigterm(trainer, run_dir)
+            stopped_by_sigterm(trainer, run_dir, error)
     record = finished(run_dir)
     if record is not None and record.get("global_step") == trainer.global_step:
         console.say(f"training of {run_dir} finished already ({record.get('stopped')}); pass a larger "
@@ -59,13 +60,15 @@ def fit(
         mark_finished(run_dir, best_checkpoint(trainer, run_dir), trainer.global_step, stop_reason(trainer))
 
 
-def stopped_by_sigterm(trainer: L.Trainer, run_dir: str | Path) -> NoReturn:
+def stopped_by_sigterm(trainer: L.Trainer, run_dir: str | Path, error: BaseException) -> NoReturn:
     """End a run that SIGTERM stopped with one line, not a traceback. SLURM sends it to every process of a
-    job it requeues (after Lightning's USR1 checkpoint), cancels or preempts; W&B's service process dies
-    with it, so the training loop usually fails on its next log call before Lightning stops it."""
-    console.say(f"stopped by SIGTERM at step {trainer.global_step} (SLURM requeued, preempted or cancelled the "
-                f"job, or it was killed); its checkpoints are kept: chainrule-train resume={run_dir}")
-    raise SystemExit(128 + signal.SIGTERM) from None
+    job it requeues (after Lightning's USR1 checkpoint), cancels or preempts; W&B's service process stops
+    with it, so the training loop may fail on its next log call before it gets to stop in order."""
+    code = 128 + signal.SIGTERM
+    if not (isinstance(error, SystemExit) and error.code == code):  # else the signal callback has said so
+        console.say(f"stopped by SIGTERM at step {trainer.global_step} (SLURM requeued, preempted or cancelled "
+                    f"the job, or it was killed); its checkpoints are kept: chainrule-train resume={run_dir}")
+    raise SystemExit(code) from None
 
 
 def stop_reason(trainer: L.Trainer) -> str:
