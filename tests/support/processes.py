@@ -27,12 +27,16 @@ LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER
 def inherited(name: str) -> bool:
     """Whether a variable of the environment running the tests reaches the processes they start: not one
     that makes a result depend on who runs the tests and where (a launcher's or SLURM job's, chainrule's
-    own such as CHAINRULE_RUN_ID, W&B settings and credentials, HYDRA_FULL_ERROR). The local SLURM
+    own such as CHAINRULE_RUN_ID, W&B settings and credentials, HYDRA_FULL_ERROR, make's). The local SLURM
     cluster's settings (CHAINRULE_SLURM_*) are the exception: they say where that cluster runs."""
     if name.startswith("CHAINRULE_"):
         return name.startswith("CHAINRULE_SLURM_")
     return not (name.startswith(("SLURM_", "TORCHELASTIC_", "WANDB_")) or name in LAUNCHER_VARIABLES
-                or name in ("HYDRA_FULL_ERROR", "NETRC"))
+                or name in ("HYDRA_FULL_ERROR", "NETRC") or name in MAKE_VARIABLES)
+
+
+# Set by `make test ARGS=...` for its sub-makes: a `make train` in the docs would get pytest's ARGS.
+MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
 
 
 def cli_env(**overrides: str | None) -> dict[str, str]:
