@@ -1,11 +1,15 @@
 """Step overhead: chainrule-train's stack (config -> builders -> Task -> Lightning) against a hand-written
 PyTorch loop on the same model, data (already on the device), optimizer, precision and clipping.
 
-Interleaved windows (raw, pipeline, raw, pipeline, ...) of at least --window seconds after warm-up;
-the ratio is pipeline throughput / raw throughput from the medians. Target: >= 0.99 on an H100,
->= 0.97 on a 2-core CPU at the `cpu` sizes.
+The stack runs three ways: without checkpoints, and with chainrule's checkpoint callback at its default
+cadence (last.ckpt at every epoch end, which these 8-batch epochs make every 8 steps, and a step
+checkpoint every 100 steps), written in the background (the default) and synchronously. Both loops clear
+gradients the same way (set to None before the forward pass, as Lightning does), so the allocator treats
+them alike. Interleaved windows (raw, each stack, raw, ...) of at least --window seconds after warm-up;
+each ratio is stack throughput / raw throughput from the medians. Target: >= 0.99 on an H100, >= 0.97
+on a 2-core CPU at the `cpu` sizes.
 
-    python benchmarks/step_overhead.py --preset cpu      # ~2 min on 2 CPU cores
+    python benchmarks/step_overhead.py --preset cpu      # ~4 min on 2 CPU cores
     python benchmarks/step_overhead.py --preset h100     # ResNet-18 b512 bf16 + GPT-2 small seq 1024 compiled
     python benchmarks/step_overhead.py --preset tiny     # seconds; CI keeps the script working
 """
@@ -69,12 +73,18 @@ def workloads(preset: str) -> list[Workload]:
     ]
 
 
-PIPELINE = ("callbacks=none", "logger=csv", "trainer.limit_val_batches=0",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "test=false")
+PIPELINE = ("logger=csv", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "test=false")
+# How the stack checkpoints: the callbacks group and the checkpoint writer.
+CHECKPOINTING = {
+    "no checkpoints": ("callbacks=none",),
+    "checkpoints, background": ("callbacks=each/checkpoints",),
+    "checkpoints, synchronous": ("callbacks=each/checkpoints", "trainer.plugins.0.in_background=false"),
+}
 
 
-def build(workload: Workload):
-    cfg = compose_run(*workload.overrides, *PIPELINE, f"trainer.accelerator={device().type}")
+def build(workload: Workload, *overrides: str):
+    cfg = compose_run(*workload.overrides, *PIPELINE, *overrides, f"trainer.accelerator={device().type}")
     torch.manual_seed(cfg.seed)
     datamodule = builders.build_datamodule(cfg)
     task = builders.build_task(cfg, datamodule)
@@ -98,12 +108,12 @@ def raw_window(cfg, task, batches, warmup: int, steps: int) -> Window:
         if step == warmup:
             synchronize()
             start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
         with autocast:
             loss = loss_fn(model(x), y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val, foreach=True)
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
     synchronize()
     return Window(time.perf_counter() - start, steps)
 
@@ -125,30 +135,35 @@ def pipeline_window(cfg, task, batches, warmup: int, steps: int) -> Window:
     """chainrule-train's own stack: the trainer built from the same config, fed the same batches."""
     timer = StepTimer(warmup, steps)
     cfg.trainer.max_steps = warmup + steps
-    trainer = builders.build_trainer(cfg, callbacks=[timer], loggers=builders.build_loggers(cfg))
+    callbacks = [*builders.build_callbacks(cfg), timer]
+    trainer = builders.build_trainer(cfg, callbacks=callbacks, loggers=builders.build_loggers(cfg))
     trainer.fit(task, train_dataloaders=BatchList(batches))
     assert timer.window is not None, "the timed window did not complete"
     return timer.window
 
 
-def measure(workload: Workload, window_s: float, repeats: int, warmup: int) -> list[str]:
-    cfg, pipeline_task, batches = build(workload)
-    _, raw_task, _ = build(workload)
+def measure(workload: Workload, window_s: float, repeats: int, warmup: int) -> list[list[str]]:
+    cfg, raw_task, batches = build(workload, *CHECKPOINTING["no checkpoints"])
+    stacks = {how: build(workload, *overrides)[:2] for how, overrides in CHECKPOINTING.items()}
     step_time = raw_window(cfg, raw_task, batches, warmup, 3).step_time
     steps = steps_for(window_s, step_time)
-    windows = interleave({
-        "raw": lambda: raw_window(cfg, raw_task, batches, warmup, steps),
-        "pipeline": lambda: pipeline_window(cfg, pipeline_task, batches, warmup, steps),
-    }, repeats)
-    raw, pipe = median_step_time(windows["raw"]), median_step_time(windows["pipeline"])
+    runs = {"raw": lambda: raw_window(cfg, raw_task, batches, warmup, steps)}
+    for how, (stack_cfg, task) in stacks.items():
+        runs[how] = lambda stack_cfg=stack_cfg, task=task: pipeline_window(stack_cfg, task, batches, warmup, steps)
+    windows = interleave(runs, repeats)
+    raw = median_step_time(windows["raw"])
     x = batches[0][0]
     per_step = x.shape[0] * (x.shape[1] if workload.unit == "tok" else 1)
-    row = [workload.name, str(tuple(x.shape)), f"{per_step / raw:,.0f} {workload.unit}/s",
-           f"{per_step / pipe:,.0f} {workload.unit}/s", f"{raw * 1e3:.2f}", f"{pipe * 1e3:.2f}", f"{raw / pipe:.3f}"]
-    flops = getattr(pipeline_task.model, "flops_per_token", None)
+    flops = getattr(raw_task.model, "flops_per_token", None)
     peak = peak_flops()
-    row.append(f"{flops() * per_step / pipe / peak:.1%}" if flops and peak else "n/a")
-    return row
+    rows = []
+    for how in CHECKPOINTING:
+        pipe = median_step_time(windows[how])
+        rows.append([workload.name, how, str(tuple(x.shape)), f"{per_step / raw:,.0f} {workload.unit}/s",
+                     f"{per_step / pipe:,.0f} {workload.unit}/s", f"{raw * 1e3:.2f}", f"{pipe * 1e3:.2f}",
+                     f"{raw / pipe:.3f}",
+                     f"{flops() * per_step / pipe / peak:.1%}" if flops and peak else "n/a"])
+    return rows
 
 
 def main() -> None:
@@ -161,10 +176,11 @@ def main() -> None:
     tiny = args.preset == "tiny"
     window = args.window or (0.2 if tiny else 5.0)
     repeats = args.repeats or (1 if tiny else 5)
-    rows = [measure(w, window, repeats, warmup=2 if tiny else 5) for w in workloads(args.preset)]
+    rows = [row for w in workloads(args.preset) for row in measure(w, window, repeats, warmup=2 if tiny else 5)]
     table = print_table(
         f"Step overhead ({args.preset}, {repeats} interleaved repeats of >= {window:g} s)",
-        ["workload", "batch", "raw loop", "chainrule", "raw ms/step", "chainrule ms/step", "chainrule/raw", "MFU"],
+        ["workload", "chainrule's checkpoints", "batch", "raw loop", "chainrule", "raw ms/step", "chainrule ms/step",
+         "chainrule/raw", "MFU"],
         rows,
     )
     if not args.no_record and not tiny:

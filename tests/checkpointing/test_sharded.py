@@ -58,7 +58,7 @@ def test_discovery_skips_a_damaged_newest_folder_for_the_previous_checkpoint(tmp
     folder = tmp_path / "checkpoints"
     older = folder / "step000002.ckpt"
     older.parent.mkdir()
-    AtomicCheckpointIO(write_delay_s=0.0).save_checkpoint({"global_step": 2}, older)  # a file
+    AtomicCheckpointIO(write_delay_s=0.0, in_background=False).save_checkpoint({"global_step": 2}, older)  # a file
     time.sleep(0.01)
     newest = write(folder / "last.ckpt", value=4.0)
     assert checkpoint_candidates(tmp_path) == [newest, older]

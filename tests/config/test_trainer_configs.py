@@ -57,3 +57,20 @@ def test_sharding_knobs_reach_the_strategy(overrides: list[str], backend: str,
     assert strategy.options == {"mixed_precision": mixed_precision, "activation_checkpointing": True,
                                 "cpu_offload": False, "reshard_after_forward": False}
     assert trainer.num_devices == 2 and trainer._accelerator_connector.use_distributed_sampler is False
+
+
+@pytest.mark.parametrize(("overrides", "writers"), [
+    ([], ["Checkpoints"]),  # the default callbacks: chainrule's checkpoints, written in the background
+    (["callbacks=none"], []),  # no checkpoint the config does not show (Lightning would add its own)
+    (["+trainer.enable_checkpointing=false"], []),
+])
+def test_checkpoints_are_written_only_where_the_config_says(overrides: list[str], writers: list[str],
+                                                            compose_train) -> None:
+    from chainrule.checkpointing.io import AtomicCheckpointIO
+    from chainrule.config import builders
+
+    cfg = compose_train("trainer.accelerator=cpu", "logger=none", *overrides)
+    trainer = builders.build_trainer(cfg, builders.build_callbacks(cfg), [])
+    assert [type(c).__name__ for c in trainer.checkpoint_callbacks] == writers
+    io = trainer.strategy.checkpoint_io
+    assert isinstance(io, AtomicCheckpointIO) and io.in_background

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from chainrule.models.gpt import GPT
-from chainrule.optim.grad_norms import clip_grad_norm_, total_norm
+from chainrule.optim.grad_norms import clip_grad_norm_, step_total_norm, total_norm
 from tests.support.gloo import on_gloo_ranks
 
 MAX_NORM = 0.05  # well below the norms here: clipping scales every gradient
@@ -93,3 +93,19 @@ def test_plain_tensors_take_torch_s_own_path_bit_for_bit() -> None:
     assert torch.equal(clip_grad_norm_(model.parameters(), MAX_NORM),
                        torch.nn.utils.clip_grad_norm_(reference.parameters(), MAX_NORM))
     assert all(torch.equal(a.grad, b.grad) for a, b in zip(model.parameters(), reference.parameters()))
+
+
+def test_one_step_computes_the_total_norm_once_and_clipping_reuses_it_bit_for_bit() -> None:
+    model, reference = tiny_gpt(), tiny_gpt()
+    backward(model, batch())
+    backward(reference, batch())
+    grads = [p.grad for p in model.parameters()]
+    guard_norm = step_total_norm(grads, step=7)  # the guard, before the update
+    assert step_total_norm(grads, step=7) is guard_norm  # the same gradients in the same step: reused
+    clipped = clip_grad_norm_(model.parameters(), MAX_NORM, step=7)  # clipping right after
+    assert clipped is guard_norm
+    assert torch.equal(clipped, torch.nn.utils.clip_grad_norm_(reference.parameters(), MAX_NORM))
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(model.parameters(), reference.parameters()))
+    # Clipped in place, the gradients are no longer those the norm was taken of: computed anew.
+    assert not torch.equal(step_total_norm(grads, step=7), guard_norm)
+    assert step_total_norm(grads, step=8) is not step_total_norm(grads, step=7)  # another step: anew

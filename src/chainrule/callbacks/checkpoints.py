@@ -21,6 +21,7 @@ directory resumes with its own files.
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from chainrule.callbacks.to_loggers import saving_between_batches
 from chainrule.checkpointing import sharded
+from chainrule.checkpointing.io import after_checkpoint_writes
 from chainrule.core.errors import ConfigError, unknown_choice
 
 MODES = ("min", "max")
@@ -156,10 +158,10 @@ class Checkpoints(Checkpoint):
         first, *others = names
         trainer.save_checkpoint(self.dirpath / first, weights_only=False)
         if trainer.is_global_zero:
-            for name in others:
-                _link_or_copy(self.dirpath / first, self.dirpath / name)
-            for name in set(removed) - set(names) - {n for _, n in self.best} - set(self.steps):
-                sharded.remove(self.dirpath / name)
+            unused = set(removed) - set(names) - {n for _, n in self.best} - set(self.steps)
+            # With a background writer, `first` is not written yet: its other names follow the write.
+            after_checkpoint_writes(trainer.strategy.checkpoint_io,
+                                    partial(_name_and_prune, self.dirpath, first, others, sorted(unused)))
         trainer.strategy.barrier()
         self._last_saved_step = step
         self._clock = time.monotonic()
@@ -171,6 +173,14 @@ class Checkpoints(Checkpoint):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = [(float(score), str(name)) for score, name in state_dict.get("best", [])]
         self.steps = [str(name) for name in state_dict.get("steps", [])]
+
+
+def _name_and_prune(dirpath: Path, first: str, others: list[str], unused: list[str]) -> None:
+    """Give the checkpoint `first` its other names, then remove the checkpoints no longer kept."""
+    for name in others:
+        _link_or_copy(dirpath / first, dirpath / name)
+    for name in unused:
+        sharded.remove(dirpath / name)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -14,7 +14,7 @@ from torch.optim import Optimizer
 from chainrule.callbacks.to_loggers import log_to_loggers
 from chainrule.core import console
 from chainrule.core.errors import ChainruleError, unknown_choice
-from chainrule.optim.grad_norms import all_reduce_sum, any_sharded, local_part, total_norm
+from chainrule.optim.grad_norms import all_reduce_sum, any_sharded, local_part, step_total_norm
 
 POLICIES = ("raise", "skip")
 
@@ -89,7 +89,10 @@ class NonFiniteGuard(L.Callback):
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         checks = [] if loss_finite is None else [loss_finite]
         if params and not _scaler_handles_infs(trainer):
-            total = total_norm([p.grad for p in params])  # sharded gradients: over all ranks' shards
+            # Sharded gradients: over all ranks' shards. Taken in the module's order, as norm clipping
+            # takes it right after: clipping reuses it.
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            total = step_total_norm(grads, trainer.global_step)
             checks.append(torch.isfinite(total).to(device=checks[0].device if checks else total.device))
         self._sharded = any_sharded(p.grad for p in params)
         self._device = local_part(params[0].grad).device if params else self._device

@@ -8,11 +8,14 @@ import re
 import time
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 
 from chainrule.checkpointing import sharded
 from chainrule.core.errors import CheckpointError
@@ -27,11 +30,19 @@ SAFE_GLOBALS: list[Any] = []
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint reader/writer, made crash-proof and safe.
+    """Lightning's checkpoint reader/writer, made crash-proof, safe, and off training's critical path.
 
     Writing: the checkpoint goes to a hidden temporary file next to its target, is flushed and fsync'ed,
     then renamed over the target (`os.replace` is atomic on POSIX). A process killed mid-write leaves at
     most a stray temporary file, never a partial file under a checkpoint's name.
+
+    in_background: training waits only for a copy of the state in host memory (on the caller's thread, so
+    it is the state of that step); one writer thread serializes and writes it while training goes on, in
+    the order of the saves. Work that needs a written file (hard links, removals: `after_writes`) runs on
+    that thread after it; reading a checkpoint, and the end of fitting, wait for every write first; a
+    failed write is raised at the next save or at the end of fitting. It costs one extra copy of the
+    state in host memory while a write is under way. Lightning's AsyncCheckpointIO would do the same
+    with the copy left on the GPU and without an ordered place for the work after a write.
 
     Reading: `torch.load(weights_only=True)`, whatever Lightning asks for, unless a caller passes
     `weights_only=False` explicitly: a checkpoint is a pickle, and a pickle from anyone can run code.
@@ -40,16 +51,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     can kill the process while a checkpoint is being written. 0 in real runs.
     """
 
-    def __init__(self, write_delay_s: float):
+    def __init__(self, write_delay_s: float, in_background: bool):
         super().__init__()
         self.write_delay_s = write_delay_s
+        self.in_background = in_background
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
         if storage_options is not None or "://" in str(path):
+            self.wait()
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
+        if self.in_background:
+            checkpoint = apply_to_collection(checkpoint, torch.Tensor, _host_copy)
+        self.after_writes(partial(self._write_atomically, checkpoint, Path(path)))
+
+    def _write_atomically(self, checkpoint: dict[str, Any], path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
@@ -76,12 +95,59 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             f.flush()
             time.sleep(self.write_delay_s / chunks)
 
+    # --- the background writer -------------------------------------------------------------------------
+    def after_writes(self, work: Callable[[], None]) -> None:
+        """Run `work` once every checkpoint saved so far is written: now, or on the writer thread."""
+        if not self.in_background:
+            return work()
+        self._raise_failed_writes(wait=False)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chainrule-checkpoint-writer")
+        self._pending.append(self._writer.submit(work))
+
+    def wait(self) -> None:
+        """Block until every checkpoint saved so far is written; raise the first write that failed."""
+        self._raise_failed_writes(wait=True)
+
+    def _raise_failed_writes(self, wait: bool) -> None:
+        finished = [f for f in self._pending if wait or f.done()]
+        self._pending = [f for f in self._pending if f not in finished]
+        for future in finished:
+            future.result()
+
+    def teardown(self) -> None:
+        """The end of fitting (also after an exception or a signal): the last checkpoints are on disk."""
+        try:
+            self.wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        self.wait()
+        super().remove_checkpoint(path)
+
     def load_checkpoint(
         self, path: str | Path, map_location: Callable | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
+        self.wait()  # e.g. Lightning's LR finder reads back the checkpoint it has just saved
         if weights_only is False or "://" in str(path):
             return super().load_checkpoint(path, weights_only=weights_only)
         return load_checkpoint(path)
+
+
+def after_checkpoint_writes(checkpoint_io: CheckpointIO | None, work: Callable[[], None]) -> None:
+    """Run `work` (which needs the files just saved) once they are written, whatever writer the trainer has."""
+    if isinstance(checkpoint_io, AtomicCheckpointIO):
+        checkpoint_io.after_writes(work)
+    else:
+        work()
+
+
+def _host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of `tensor` in host memory that the next optimizer step cannot change."""
+    return tensor.detach().to("cpu", copy=True)
 
 
 def _fsync_directory(folder: Path) -> None:

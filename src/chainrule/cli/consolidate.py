@@ -33,7 +33,7 @@ def consolidate(cfg: DictConfig) -> Path:
                               f"checkpoint); chainrule-eval and ckpt_path= read it as it is")
     output = Path(cfg.output) if cfg.output else checkpoint.with_name(checkpoint.stem + SUFFIX)
     state = read_whole(checkpoint)
-    AtomicCheckpointIO(write_delay_s=0.0).save_checkpoint(state, output)
+    AtomicCheckpointIO(write_delay_s=0.0, in_background=False).save_checkpoint(state, output)
     tensors = sum(t.numel() for t in state["state_dict"].values() if hasattr(t, "numel"))
     console.say(f"consolidated {checkpoint} (step {state.get('global_step')}, {tensors:,} values in the "
                 f"model's state)\ninto {output}\ntest it with: chainrule-eval ckpt_path={output}")

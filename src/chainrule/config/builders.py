@@ -121,4 +121,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Lo
     if not loggers:
         # LearningRateMonitor refuses to start without a logger; with logger=none there is nothing to feed.
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Without a checkpoint callback (callbacks=none, trainer.enable_checkpointing=false) Lightning would add
+    # a ModelCheckpoint of its own, saving every epoch where the config shows no checkpoints at all.
+    has_checkpoints = any(isinstance(c, Checkpoint) for c in callbacks)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_checkpointing=has_checkpoints)

@@ -83,17 +83,34 @@ def total_norm(tensors: Sequence[torch.Tensor], norm_type: float = 2.0) -> torch
     return all_reduce_sum(sharded_sq_norms([t.detach() for t in tensors]).sum()).sqrt()
 
 
+# The total gradient norm of the current optimizer step, computed once: the non-finite guard needs it
+# before the update and norm clipping right after, with the gradients unchanged in between. The key is
+# the step and each gradient's identity and version (an in-place change bumps it); no tensor is kept.
+_step_norm: tuple[tuple, torch.Tensor] | None = None
+
+
+def step_total_norm(grads: Sequence[torch.Tensor], step: int) -> torch.Tensor:
+    """`total_norm(grads)` (L2), computed once for the same gradients in optimizer step `step`."""
+    global _step_norm
+    key = (step, tuple((id(g), g._version) for g in grads))  # in order: a sum's rounding depends on it
+    if _step_norm is None or _step_norm[0] != key:
+        _step_norm = (key, total_norm(grads))
+    return _step_norm[1]
+
+
 @torch.no_grad()
-def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float,
-                    foreach: bool | None = None) -> torch.Tensor:
+def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, foreach: bool | None = None,
+                    step: int | None = None) -> torch.Tensor:
     """torch.nn.utils.clip_grad_norm_ (L2), also for sharded gradients: the clipping factor comes from the
     global norm over all shards, so every rank scales its shards alike, as one process would scale the whole
-    gradient. Returns the norm before clipping."""
+    gradient. With `step` (the optimizer step), a norm of the same gradients computed already in that step
+    (`step_total_norm`) is reused. Returns the norm before clipping."""
     parameters = list(parameters)
     grads = [p.grad for p in parameters if p.grad is not None]
+    norm = total_norm(grads) if step is None else step_total_norm(grads, step)
     if not any_sharded(grads):
-        return torch.nn.utils.clip_grad_norm_(parameters, max_norm, foreach=foreach)
-    norm = total_norm(grads)
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm, foreach=foreach)
+        return norm
     coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # the same formula as torch's
     locals_ = [local_part(g) for g in grads]
     by_device: dict[torch.device, list[torch.Tensor]] = {}

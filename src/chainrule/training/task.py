@@ -147,7 +147,8 @@ class Task(L.LightningModule):
         elif gradient_clip_algorithm == "value":
             torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val, foreach=True)
         else:  # the norm over all ranks' shards under trainer=fsdp (chainrule.optim.grad_norms)
-            clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
+            # The norm of this step's gradients, if the non-finite guard computed it already
+            clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True, step=self.trainer.global_step)
 
     def configure_model(self) -> None:
         """Under trainer=fsdp, shard the model as it declares (chainrule.training.parallelize) before the
