@@ -2,8 +2,8 @@
 
 A checkpoint at step N is written once everything of the steps before N is logged
 (chainrule.callbacks.checkpoints); here the loggers are flushed into it, and on resume the loggers that
-can (CSV, TensorBoard) drop what they recorded at step N or later: the resumed run logs those steps
-again. W&B keeps its own history by run id and ignores steps it has seen.
+can (CSV, TensorBoard, MLflow) drop what they recorded at step N or later: the resumed run logs those
+steps again; a start without a checkpoint drops everything. W&B keeps its own history by run id and ignores steps it has seen.
 """
 
 from typing import Any
@@ -18,11 +18,11 @@ class LoggerHistory(L.Callback):
             logger.save()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.ckpt_path is None:  # a fresh start: nothing to rewind
-            return
         # The step the resumed run logs its first batch at: the optimizer steps taken (Lightning brings its
-        # own step count in line only when the epoch starts, after this hook).
-        step = trainer.global_step
+        # own step count in line only when the epoch starts, after this hook). A start without a checkpoint
+        # in a run directory that has a history (an earlier start was killed before its first checkpoint
+        # was written) trains from step 0 again: what that start logged goes.
+        step = trainer.global_step if trainer.ckpt_path is not None else 0
         for logger in trainer.loggers:
             rewind = getattr(logger, "rewind", None)
             if rewind is not None:

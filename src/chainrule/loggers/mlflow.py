@@ -326,7 +326,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         store = self.experiment._tracking_client.store
         with store_lock(self._tracking_uri):
             deleted = delete_metrics_from(store, self.run_id, step)
-        if deleted is None:
+        if deleted is None and self._resumed:  # a run new to this start holds nothing from an earlier one
             console.warn(f"MLflow: {self._tracking_uri} cannot delete metric values: the values run "
                          f"{self.run_id} logged at step {step} or later before it stopped stay, beside those "
                          f"the resumed run logs at the same steps")
