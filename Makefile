@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 # project (another clone using this VENV) does not.
 INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PYTEST_FAST := -m "not slow and not multiprocess and not slurm and not container"
+# Extra arguments for the command a target runs (make test ARGS="-k resume"): from make's command line only,
+# never from an environment variable of that common name (make's command line still wins over this line).
+ARGS :=
 
 .PHONY: help install train test test-fast test-containers lint format clean
 
