@@ -45,6 +45,9 @@ class Workload:
     name: str
     overrides: tuple[str, ...]
     unit: str  # what one sample is: "img" or "tok"
+    # How chainrule's stack runs it: by name, the overrides of each way (checkpointing, callbacks, loggers).
+    stacks: tuple[tuple[str, tuple[str, ...]], ...]
+    real_data: bool = False  # the stack loads through its data module, not from the raw loop's ready batches
 
 
 def workloads(preset: str) -> list[Workload]:
@@ -61,7 +64,7 @@ def workloads(preset: str) -> list[Workload]:
             "model=torchvision", "model.name=resnet18", "data=synthetic", f"data.input_shape=[3,{resnet[1]},{resnet[1]}]",
             "data.num_classes=10", f"data.num_samples={resnet[0] * 8}", f"data.batch_size={resnet[0]}",
             "data.val_fraction=0", "data.test_fraction=0", "task.channels_last=true",
-        ), "img"),
+        ), "img", CHECKPOINTING),
         Workload("GPT", common + (
             "model=gpt2_small", f"model.n_layer={gpt['layers']}", f"model.n_head={gpt['heads']}",
             f"model.n_embd={gpt['embd']}", "data=tokens", f"data.seq_len={gpt['seq']}",
@@ -69,18 +72,21 @@ def workloads(preset: str) -> list[Workload]:
             f"data.batch_size={gpt['batch']}", "data.val_fraction=0", "data.test_fraction=0",
             "task=language_model", "loss=token_cross_entropy",
             *(("task.compile=default",) if gpu else ()),
-        ), "tok"),
+        ), "tok", CHECKPOINTING),
+        # The default experiment as `chainrule-train` runs it: its data module (shuffling, batching on the
+        # fly), every default callback and the default loggers (W&B offline, CSV).
+        Workload("digits MLP", (), "img", (("default callbacks and loggers", ()),), real_data=True),
     ]
 
 
-PIPELINE = ("logger=csv", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false", "test=false")
+PIPELINE = ("trainer.limit_val_batches=0", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+            "test=false")
 # How the stack checkpoints: the callbacks group and the checkpoint writer.
-CHECKPOINTING = {
-    "no checkpoints": ("callbacks=none",),
-    "checkpoints, background": ("callbacks=each/checkpoints",),
-    "checkpoints, synchronous": ("callbacks=each/checkpoints", "trainer.plugins.0.in_background=false"),
-}
+CHECKPOINTING = (
+    ("no checkpoints", ("callbacks=none", "logger=csv")),
+    ("checkpoints, background", ("callbacks=each/checkpoints", "logger=csv")),
+    ("checkpoints, synchronous", ("callbacks=each/checkpoints", "logger=csv", "trainer.plugins.0.in_background=false")),
+)
 
 
 def build(workload: Workload, *overrides: str):
@@ -112,7 +118,8 @@ def raw_window(cfg, task, batches, warmup: int, steps: int) -> Window:
         with autocast:
             loss = loss_fn(model(x), y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val, foreach=True)
+        if cfg.trainer.gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val, foreach=True)
         optimizer.step()
     synchronize()
     return Window(time.perf_counter() - start, steps)
@@ -131,25 +138,31 @@ class BatchList:
         return len(self.batches)
 
 
-def pipeline_window(cfg, task, batches, warmup: int, steps: int) -> Window:
-    """chainrule-train's own stack: the trainer built from the same config, fed the same batches."""
+def pipeline_window(cfg, task, batches, warmup: int, steps: int, real_data: bool) -> Window:
+    """chainrule-train's own stack: the trainer built from the same config, fed the same batches, or
+    loading through the data module (`real_data`)."""
     timer = StepTimer(warmup, steps)
     cfg.trainer.max_steps = warmup + steps
+    cfg.trainer.max_epochs = -1  # the steps decide: however many epochs they take
     callbacks = [*builders.build_callbacks(cfg), timer]
     trainer = builders.build_trainer(cfg, callbacks=callbacks, loggers=builders.build_loggers(cfg))
-    trainer.fit(task, train_dataloaders=BatchList(batches))
+    if real_data:
+        trainer.fit(task, datamodule=builders.build_datamodule(cfg))
+    else:
+        trainer.fit(task, train_dataloaders=BatchList(batches))
     assert timer.window is not None, "the timed window did not complete"
     return timer.window
 
 
 def measure(workload: Workload, window_s: float, repeats: int, warmup: int) -> list[list[str]]:
-    cfg, raw_task, batches = build(workload, *CHECKPOINTING["no checkpoints"])
-    stacks = {how: build(workload, *overrides)[:2] for how, overrides in CHECKPOINTING.items()}
+    cfg, raw_task, batches = build(workload, *workload.stacks[0][1])
+    stacks = {how: build(workload, *overrides)[:2] for how, overrides in workload.stacks}
     step_time = raw_window(cfg, raw_task, batches, warmup, 3).step_time
     steps = steps_for(window_s, step_time)
     runs = {"raw": lambda: raw_window(cfg, raw_task, batches, warmup, steps)}
     for how, (stack_cfg, task) in stacks.items():
-        runs[how] = lambda stack_cfg=stack_cfg, task=task: pipeline_window(stack_cfg, task, batches, warmup, steps)
+        runs[how] = lambda stack_cfg=stack_cfg, task=task: pipeline_window(stack_cfg, task, batches, warmup, steps,
+                                                                           workload.real_data)
     windows = interleave(runs, repeats)
     raw = median_step_time(windows["raw"])
     x = batches[0][0]
@@ -157,7 +170,7 @@ def measure(workload: Workload, window_s: float, repeats: int, warmup: int) -> l
     flops = getattr(raw_task.model, "flops_per_token", None)
     peak = peak_flops()
     rows = []
-    for how in CHECKPOINTING:
+    for how, _ in workload.stacks:
         pipe = median_step_time(windows[how])
         rows.append([workload.name, how, str(tuple(x.shape)), f"{per_step / raw:,.0f} {workload.unit}/s",
                      f"{per_step / pipe:,.0f} {workload.unit}/s", f"{raw * 1e3:.2f}", f"{pipe * 1e3:.2f}",
@@ -179,7 +192,7 @@ def main() -> None:
     rows = [row for w in workloads(args.preset) for row in measure(w, window, repeats, warmup=2 if tiny else 5)]
     table = print_table(
         f"Step overhead ({args.preset}, {repeats} interleaved repeats of >= {window:g} s)",
-        ["workload", "chainrule's checkpoints", "batch", "raw loop", "chainrule", "raw ms/step", "chainrule ms/step",
+        ["workload", "chainrule's stack", "batch", "raw loop", "chainrule", "raw ms/step", "chainrule ms/step",
          "chainrule/raw", "MFU"],
         rows,
     )
