@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from chainrule.config import builders
 from tests.support.configs import conf_options
 from tests.support.data_files import populate_files
 from tests.support.fake_vision_data import populate
+from tests.support.training import fit_bare
 
 # Overrides an option needs to form a meaningful run (e.g. a regression loss needs regression data).
 COMPANIONS: dict[tuple[str, str], list[str]] = {
@@ -49,15 +49,12 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_option_trains(group: str, option: str, compose_train, data_dir: Path) -> None:
     cfg = compose_train(f"{group}={option}", *COMPANIONS.get((group, option), []), *QUICK,
                         f"paths.data_dir={data_dir}")
-    datamodule = builders.build_datamodule(cfg)
-    task = builders.build_task(cfg, datamodule)
-    before = [p.detach().clone() for p in task.parameters()]
-    trainer = builders.build_trainer(cfg, callbacks=[], loggers=[])
-    trainer.fit(task, datamodule=datamodule)
+    fitted = fit_bare(cfg)
+    trainer = fitted.trainer
     train_loss = trainer.callback_metrics["train/loss_step"]
-    trainer.test(task, datamodule=datamodule)
+    trainer.test(fitted.task, datamodule=fitted.datamodule)
 
     assert trainer.global_step == 3
-    assert any(not torch.equal(b, a) for b, a in zip(before, task.parameters())), "no parameter changed"
+    assert fitted.parameters_changed, "no parameter changed"
     assert torch.isfinite(train_loss)
     assert torch.isfinite(trainer.callback_metrics["test/loss"])

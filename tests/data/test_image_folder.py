@@ -7,12 +7,12 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from chainrule.config import builders
 from chainrule.core.errors import ConfigError, DataNotFoundError
 from chainrule.data.draws import draw_seed
 from chainrule.data.image_folder import discover
 from tests.support.configs import compose_config
 from tests.support.data_files import IMAGE_CLASSES, write_images
+from tests.support.training import fit_bare
 
 QUICK = ["trainer.max_steps=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
          "trainer.accelerator=cpu", "logger=none", "callbacks=none", "trainer.enable_progress_bar=false"]
@@ -84,12 +84,9 @@ def test_a_missing_folder_says_what_to_put_there(tmp_path: Path) -> None:
 def test_a_cnn_trains_on_the_image_files_with_workers(flat: Path, compose_train) -> None:
     cfg = compose_train("data=image_folder", f"data.data_dir={flat}", "data.image_size=16",
                         "data.batch_size=8", "data.num_workers=2", "model=cnn", *QUICK)
-    dm = builders.build_datamodule(cfg)
-    task = builders.build_task(cfg, dm)
-    before = [p.detach().clone() for p in task.parameters()]
-    trainer = builders.build_trainer(cfg, callbacks=[], loggers=[])
-    trainer.fit(task, datamodule=dm)
-    trainer.test(task, datamodule=dm)
-    assert trainer.global_step == 3 and dm.num_classes == IMAGE_CLASSES
-    assert any(not torch.equal(b, a) for b, a in zip(before, task.parameters()))
+    fitted = fit_bare(cfg)
+    trainer = fitted.trainer
+    trainer.test(fitted.task, datamodule=fitted.datamodule)
+    assert trainer.global_step == 3 and fitted.datamodule.num_classes == IMAGE_CLASSES
+    assert fitted.parameters_changed
     assert torch.isfinite(trainer.callback_metrics["test/loss"])

@@ -7,10 +7,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from chainrule.config import builders
 from chainrule.core.errors import DataNotFoundError
 from tests.support.configs import compose_config
 from tests.support.data_files import SHARD_CLASSES, SHARD_FEATURES, write_shards
+from tests.support.training import fit_bare
 
 QUICK = ["trainer.max_steps=8", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
          "trainer.accelerator=cpu", "logger=none", "callbacks=none", "trainer.enable_progress_bar=false"]
@@ -56,11 +56,6 @@ def test_missing_shards_name_the_command_that_writes_them(tmp_path: Path) -> Non
 def test_a_model_trains_on_streamed_shards(shards: Path, compose_train) -> None:
     cfg = compose_train("data=streaming", f"data.input_dir={shards}", f"data.num_classes={SHARD_CLASSES}",
                         "data.batch_size=8", "data.num_workers=2", "model=mlp", *QUICK)
-    dm = builders.build_datamodule(cfg)
-    task = builders.build_task(cfg, dm)
-    before = [p.detach().clone() for p in task.parameters()]
-    trainer = builders.build_trainer(cfg, callbacks=[], loggers=[])
-    trainer.fit(task, datamodule=dm)
-    assert trainer.global_step == 8
-    assert any(not torch.equal(b, a) for b, a in zip(before, task.parameters()))
-    assert torch.isfinite(trainer.callback_metrics["val/loss"])
+    fitted = fit_bare(cfg)
+    assert fitted.trainer.global_step == 8 and fitted.parameters_changed
+    assert torch.isfinite(fitted.trainer.callback_metrics["val/loss"])
