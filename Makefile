@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 # project (another clone using this VENV) does not.
 INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PYTEST_FAST := -m "not slow and not multiprocess and not slurm and not container"
+# Two tests at a time, a file's tests on one worker (its fixtures built once), files in collection order;
+# tests that start several training processes run alone, after the others (tests/support/machine_share.py).
+PYTEST_TWO_AT_A_TIME := -n 2 --dist loadfile --no-loadscope-reorder
 # Extra arguments for the command a target runs (make test ARGS="-k resume"): from make's command line only,
 # never from an environment variable of that common name (make's command line still wins over this line).
 ARGS :=
@@ -28,10 +31,10 @@ train: install  ## train the default experiment (digits MLP) and print its test 
 	$(BIN)/chainrule-train $(ARGS)
 
 test: install  ## the whole suite but the container tests: unit, multi-process (DDP) and SLURM tests
-	$(BIN)/pytest -m "not container" $(ARGS)
+	$(BIN)/pytest -m "not container" $(PYTEST_TWO_AT_A_TIME) $(ARGS)
 
 test-fast: install  ## unit tests only (under 3 minutes)
-	$(BIN)/pytest $(PYTEST_FAST) $(ARGS)
+	$(BIN)/pytest $(PYTEST_FAST) $(PYTEST_TWO_AT_A_TIME) $(ARGS)
 
 test-containers: install  ## build docker/Dockerfile with podman; train, eval, DDP in containers (root)
 	$(BIN)/pytest -m container tests/docker $(ARGS)

@@ -1,5 +1,6 @@
 """Fixtures used by tests in several folders. Shared helpers that are not fixtures live in tests/support/."""
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -8,7 +9,39 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from tests.support.configs import compose_config
+from tests.support.machine_share import (
+    close_shared_dir,
+    needs_whole_machine,
+    open_shared_dir,
+    share_of_the_machine,
+    whole_machine_tests_last,
+)
 from tests.support.paths import REPO
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one math thread each (and in the processes they start), or OpenMP threads
+    # spinning against each other make every step several times slower.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    open_shared_dir(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    close_shared_dir()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    whole_machine_tests_last(items)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Setup (session fixtures included), call and teardown of a test, with its share of the machine."""
+    with share_of_the_machine(whole=needs_whole_machine(item)):
+        yield
 
 
 @pytest.fixture

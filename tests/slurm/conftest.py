@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.machine_share import run_at_the_end
 from tests.support.paths import REPO
 from tests.support.processes import cli_env
 
@@ -116,5 +117,6 @@ def slurm_cluster() -> Iterator[LocalCluster]:
         pytest.fail(f"slurm/local/start.sh failed ({started.returncode}):\n{started.stderr[-4000:]}")
     env.update(re.findall(r"^export (\w+)=(\S+)$", started.stdout, flags=re.MULTILINE))
     yield LocalCluster(env)
-    if not was_running:
-        subprocess.run([str(LOCAL / "stop.sh"), state_dir], env=env, capture_output=True, timeout=300)
+    stop = [str(LOCAL / "stop.sh"), state_dir]
+    if not was_running and not run_at_the_end(stop, env):
+        subprocess.run(stop, env=env, capture_output=True, timeout=300)

@@ -21,7 +21,7 @@ from tests.slurm.conftest import Job, LocalCluster, python_module
 from tests.support.checkpoints import read_checkpoint
 from tests.support.wandb_runs import offline_runs
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.multiprocess, pytest.mark.slow]
 
 # Every job trains the same run: full-batch steps (the whole 308-sample training split of `synthetic`
 # in each step, one step per epoch), no dropout, SGD. Whatever order a sampler deals the samples in,

@@ -13,7 +13,7 @@ from tests.support.presets import SHARDED_RUN, SHARDED_RUN_STEPS
 from tests.support.sharded import model_errors
 from tests.support.wandb_runs import offline_runs
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.multiprocess, pytest.mark.slow]
 
 RUN = ["cluster=local", *(o for o in SHARDED_RUN if not o.startswith("logger=")), "logger=default"]
 

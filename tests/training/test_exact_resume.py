@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from chainrule.checkpointing.discovery import newest_intact_checkpoint
 from tests.support.interruptions import output, pause_at, start, wait_until
 from tests.support.pause_point import HOOKS
 from tests.support.presets import DETERMINISTIC_RUN_STEPS, DETERMINISTIC_RUN_STEPS_PER_EPOCH
@@ -47,13 +48,15 @@ def test_sigkill_then_resume_is_bitwise_identical(
 ) -> None:
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
     process = start(run_dir, *pause_at(step, hook, marker))
-    wait_until(marker.exists, process, run_dir)
+    # Every kill point lies after the first checkpoint (step 4), but checkpoints are written in the
+    # background: while the process waits at its point, its writer finishes that one.
+    wait_until(lambda: marker.exists() and newest_intact_checkpoint(run_dir) is not None, process, run_dir)
     process.kill()  # SIGKILL: no handler runs, nothing is flushed
     assert process.wait(timeout=60) == -signal.SIGKILL
 
     resumed = resume(run_dir)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    # It continued from a checkpoint (every kill point lies after the first one, at step 4) ...
+    # It continued from a checkpoint ...
     assert "resuming from " in resumed.stdout + resumed.stderr
     # ... and ended exactly where the uninterrupted run did.
     assert_same_result(run_dir, reference)

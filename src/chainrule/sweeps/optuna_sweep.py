@@ -183,10 +183,12 @@ class OptunaSweep:
 
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        self._write_study_file()
         with exclusive(self.sweep_dir / LOCK_FILE):  # the first worker creates the tables, alone
             self.storage = open_storage(self.storage_url, self.heartbeat_interval, self.grace_period)
             study = self._open_study(space)
+        # Written once the tables exist: whoever finds the study through this file (chainrule-sweep-report,
+        # a second worker) opens a complete database instead of racing the first worker in creating it.
+        self._write_study_file()
         log.info(f"study '{self.study_name}' in {self.storage_url}: {target} trials, {self.direction} "
                  f"{self.metric} over {', '.join(space)}")
 
