@@ -17,11 +17,12 @@ from tests.support.machine_share import (
     whole_machine_tests_last,
 )
 from tests.support.paths import REPO
+from tests.support.processes import ONE_THREAD
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers on two cores: one math thread each (and in the processes they start), or OpenMP threads
     # spinning against each other make every step several times slower.
-    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ.update(ONE_THREAD)
     torch.set_num_threads(1)
 
 
@@ -76,7 +77,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     and shared by the tests that use a trained checkpoint (predict, export, fine-tuning). It lies in a
     user's directory of its own (`<home>/logs/train/runs/<time>`), where `latest` finds it."""
     from tests.support.presets import QUIET_CONSOLE
-    from tests.support.processes import ONE_THREAD, run_cli
+    from tests.support.processes import run_cli
 
     runs: dict[tuple[str, ...], Path] = {}
 
