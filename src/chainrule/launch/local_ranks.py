@@ -137,7 +137,7 @@ def _local_ranks(entry: str, config_yaml: str, world: int) -> Iterator[None]:
         raise
     finally:
         watcher.stop()
-        _destroy_process_group()
+        destroy_process_group()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -203,8 +203,10 @@ class _RankWatcher(threading.Thread):
                 child.wait()
 
 
-def _destroy_process_group() -> None:
-    """Lightning keeps the process group until exit; a next run in this process needs a new one."""
+def destroy_process_group() -> None:
+    """Lightning keeps the process group until exit. A next run in this process needs a new one, and a
+    rank that exits with it alive may abort in gloo's threads' destructors ("terminate called without an
+    active exception", exit -6) after a run that succeeded."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

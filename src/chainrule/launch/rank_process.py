@@ -10,6 +10,7 @@ from importlib import import_module
 
 from chainrule.launch.console import prefix_console
 from chainrule.launch.detect import CONFIG_ENV, ENTRY_ENV
+from chainrule.launch.local_ranks import destroy_process_group
 
 
 def main() -> None:
@@ -31,6 +32,7 @@ def main() -> None:
     except ChainruleError as error:
         console.error_line(str(error))
         sys.exit(2)
+    destroy_process_group()
 
 
 if __name__ == "__main__":
