@@ -1,7 +1,13 @@
 """Data path: can each loader feed its model? Samples per second that each data module's training loader
-delivers (in-memory tensors, an image folder decoded by workers, a token file, LitData shards) against
-the samples per second its model consumes in training steps on the same device, measured in the same
-run. ratio = loader / model: at >= 1 the loader keeps up; below 1 training waits for data.
+delivers (in-memory tensors through a DataLoader, an image folder decoded by workers, a token file,
+LitData shards) against the samples per second its model consumes in training steps on the same device,
+measured in the same run. ratio = loader / model: at >= 1 the loader keeps up; below 1 training waits for
+data.
+
+The last row, in-memory data on the device (`data.on_device=true`, chainrule.data.device_batches), times
+training steps in both columns: a small CNN fed batch after batch by the device-resident loader
+("loader"), and the same steps on one batch already on the device ("model"), in interleaved windows.
+Its ratio is the share of the synthetic-batch speed that real batches keep (the target: >= 0.95).
 
 Data is generated into a temporary folder (JPEG images, a token file, shards of the same images), or
 read from --data-dir when it already holds them (images/, tokens/, shards/).
@@ -19,12 +25,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from benchmarks.common import append_results, compose_run, device, device_name, print_table, synchronize
+from benchmarks.common import (
+    Window,
+    append_results,
+    compose_run,
+    device,
+    device_name,
+    interleave,
+    median_step_time,
+    print_table,
+    synchronize,
+)
 from chainrule.config import builders
 from chainrule.data.image_folder import discover
 from chainrule.data.streaming import write_image_shards
@@ -47,15 +64,27 @@ class Preset:
     workers: int
     batches: int  # timed batches per loader, after one warm-up batch
     steps: int  # timed training steps per model, after two warm-up steps
+    # In-memory data on the device: a small CNN on CIFAR-sized images, in interleaved windows
+    memory_samples: int
+    memory_px: int
+    memory_model: tuple[str, ...]
+    memory_batch: int
+    memory_steps: int  # training steps per window
+    memory_windows: int  # windows of each kind
 
 
 SMALL_GPT = ("model.n_layer=2", "model.n_head=4", "model.n_embd=128")
+TINY_CNN = ("model=cnn", "model.channels=[8,16]", "model.hidden=32")
 PRESETS = {
-    "tiny": Preset(48, 40, 16, ("model=cnn", "model.channels=[8,16]", "model.hidden=32"), 8, 20_000, 32,
-                   ("model.n_layer=1", "model.n_head=2", "model.n_embd=32"), 8, 2, 3, 2),
-    "cpu": Preset(512, 160, 64, ("model=cnn",), 64, 2_000_000, 128, SMALL_GPT, 32, 2, 12, 8),
+    "tiny": Preset(48, 40, 16, TINY_CNN, 8, 20_000, 32,
+                   ("model.n_layer=1", "model.n_head=2", "model.n_embd=32"), 8, 2, 3, 2,
+                   64, 16, TINY_CNN, 8, 3, 1),
+    "cpu": Preset(512, 160, 64, ("model=cnn",), 64, 2_000_000, 128, SMALL_GPT, 32, 2, 12, 8,
+                  4096, 32, ("model=cnn",), 128, 20, 3),
+    # 50,000 images of 32 px: CIFAR-10's training set, 600 MB on the device.
     "gpu": Preset(8192, 320, 224, ("model=torchvision", "model.name=resnet50"), 256, 50_000_000, 1024,
-                  ("model.n_layer=12", "model.n_head=12", "model.n_embd=768"), 16, 8, 40, 20),
+                  ("model.n_layer=12", "model.n_head=12", "model.n_embd=768"), 16, 8, 40, 20,
+                  50_000, 32, ("model=cnn",), 512, 200, 5),
 }
 
 
@@ -85,8 +114,9 @@ def loaders(root: Path, preset: Preset) -> dict[str, tuple[str, ...]]:
     size, batch = f"data.image_size={preset.image_size}", f"data.batch_size={preset.image_batch}"
     image = (size, batch, *preset.image_model)
     return {
-        "in-memory (synthetic tensors)": (
-            "data=synthetic", f"data.input_shape=[3,{preset.image_size},{preset.image_size}]",
+        "in-memory, DataLoader (synthetic tensors)": (
+            "data=synthetic", "data.on_device=false",
+            f"data.input_shape=[3,{preset.image_size},{preset.image_size}]",
             f"data.num_samples={min(preset.images, 2048)}", "data.num_classes=4", batch, *preset.image_model),
         "image folder (JPEG)": ("data=image_folder", f"data.data_dir={root}/images", *image,
                                 f"data.num_workers={preset.workers}"),
@@ -146,6 +176,64 @@ def _model_rate(cfg, datamodule, steps: int) -> float:
     return steps * len(x) / (time.perf_counter() - start)
 
 
+def training_window(task, model, optimizer, batches, steps: int) -> Window:
+    """`steps` training steps (forward, backward, optimizer) on the next `steps` batches of `batches`."""
+    autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=device().type == "cuda")
+    synchronize()
+    start = time.perf_counter()
+    for _, (x, y) in zip(range(steps), batches):
+        with autocast:
+            loss = task.loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    synchronize()
+    return Window(time.perf_counter() - start, steps)
+
+
+def on_device(preset: Preset) -> list[str]:
+    """Training steps fed by the device-resident loader against the same steps on one batch already on the
+    device, in interleaved windows (after two steps of each)."""
+    px = preset.memory_px
+    cfg = compose_run("data=synthetic", "data.on_device=true", f"data.input_shape=[3,{px},{px}]",
+                      f"data.num_samples={preset.memory_samples}", "data.num_classes=10",
+                      f"data.batch_size={preset.memory_batch}", *preset.memory_model,
+                      f"trainer.accelerator={device().type}")
+    torch.manual_seed(cfg.seed)
+    datamodule = builders.build_datamodule(cfg)
+    datamodule.setup("fit")
+    # A trainer attached as in a fit: the loader puts the split on its device.
+    datamodule.trainer = L.Trainer(accelerator=device().type, devices=1, logger=False,
+                                   enable_progress_bar=False, enable_checkpointing=False,
+                                   enable_model_summary=False)
+    loader = datamodule.train_dataloader()
+
+    def passes():  # epoch after epoch, each reshuffled as Lightning's fit loop does
+        for epoch in itertools.count():
+            loader.sampler.set_epoch(epoch)
+            yield from loader
+
+    fed = passes()
+    one_batch = next(fed)
+    assert one_batch[0].device.type == device().type
+    task = builders.build_task(cfg, datamodule)
+    model = task.model.to(device()).train()
+    optimizer = build_optimizer(instantiate(cfg.optim), model)
+
+    def window(batches, steps: int) -> Window:
+        return training_window(task, model, optimizer, batches, steps)
+
+    window(fed, 2)  # warm-up: kernels chosen, the allocator filled
+    window(itertools.repeat(one_batch), 2)
+    windows = interleave({"loader": lambda: window(fed, preset.memory_steps),
+                          "one batch": lambda: window(itertools.repeat(one_batch), preset.memory_steps)},
+                         preset.memory_windows)
+    rates = {name: len(one_batch[0]) / median_step_time(w) for name, w in windows.items()}
+    return ["in-memory on the device: train steps fed by it vs on one batch", "0", str(len(one_batch[0])),
+            f"{rates['loader']:,.0f} img/s", f"{rates['one batch']:,.0f} img/s",
+            f"{rates['loader'] / rates['one batch']:.2f}"]
+
+
 def measure(name: str, overrides: tuple[str, ...], preset: Preset) -> list[str]:
     cfg = compose_run(*overrides, f"trainer.accelerator={device().type}")
     torch.manual_seed(cfg.seed)
@@ -171,11 +259,15 @@ def main() -> None:
         tiny = PRESETS["tiny"]
         preset = Preset(tiny.images, tiny.image_px, tiny.image_size, preset.image_model, tiny.image_batch,
                         tiny.tokens, tiny.seq_len, (*preset.gpt, "model.n_layer=1"), tiny.token_batch,
-                        tiny.workers, tiny.batches, steps=1)
+                        tiny.workers, tiny.batches, steps=1, memory_samples=tiny.memory_samples,
+                        memory_px=tiny.memory_px, memory_model=preset.memory_model,
+                        memory_batch=tiny.memory_batch, memory_steps=tiny.memory_steps,
+                        memory_windows=tiny.memory_windows)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.data_dir or Path(scratch)
         write_data(root, preset)
         rows = [measure(name, overrides, preset) for name, overrides in loaders(root, preset).items()]
+    rows.append(on_device(preset))
     title = f"Data path ({args.preset}{', dry run' if args.dry_run else ''}): loader vs model samples/s"
     header = ["loader", "workers", "batch", "loader", "model (train step)", "loader/model"]
     table = print_table(title, header, rows)

@@ -13,12 +13,13 @@ from chainrule.data.vision import VisionDataModule
 from tests.support.fake_vision_data import write_mnist
 
 FOLDS = 5
-IN_PROCESS = {"num_workers": 0, "persistent_workers": False, "pin_memory": False, "prefetch_factor": 2}
+IN_MEMORY = {"num_workers": 0, "persistent_workers": False, "pin_memory": False, "prefetch_factor": 2,
+             "on_device": True, "flip": False, "crop_padding": 0}
 
 
 def digits(folds: int | None = None, fold: int | None = None) -> SklearnDataModule:
     return SklearnDataModule(dataset="digits", batch_size=64, val_fraction=0.15, test_fraction=0.15,
-                             split_seed=3, **IN_PROCESS, folds=folds, fold=fold)
+                             split_seed=3, **IN_MEMORY, folds=folds, fold=fold)
 
 
 def samples(arrays: Arrays) -> Counter:
@@ -55,7 +56,7 @@ def test_the_same_fold_is_the_same_split_each_time() -> None:
 def test_a_source_with_its_own_test_set_folds_its_training_set(tmp_path) -> None:
     write_mnist(tmp_path / "MNIST" / "raw", n_train=60, n_test=20)
     data = [VisionDataModule(dataset="mnist", data_dir=str(tmp_path), download=False, batch_size=8,
-                             val_fraction=0.1, split_seed=0, **IN_PROCESS, folds=3, fold=fold).splits
+                             val_fraction=0.1, split_seed=0, **IN_MEMORY, folds=3, fold=fold).splits
             for fold in range(3)]
     assert all(len(s.test) == 20 and len(s.train) + len(s.val) == 60 for s in data)
     assert sum(len(s.val) for s in data) == 60

@@ -28,8 +28,8 @@ CONTINUATION_KEYS = (
     "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
     "trainer.accelerator", "trainer.strategy", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps", "trainer.plugins", "data.num_workers", "data.persistent_workers",
-    "data.pin_memory", "data.prefetch_factor", "logger", "callbacks", "paths", "hydra", "resume",
-    "ckpt_path", "print_config", "cluster",
+    "data.pin_memory", "data.prefetch_factor", "data.on_device", "logger", "callbacks", "paths", "hydra",
+    "resume", "ckpt_path", "print_config", "cluster",
 )
 
 

@@ -1,9 +1,11 @@
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import TensorDataset
 
 from chainrule.core.errors import ConfigError
+from chainrule.data.augment import draw_flip_and_crop, flip_and_crop
 from chainrule.data.indexed import IndexedDataModule
 
 
@@ -34,6 +36,15 @@ class InMemoryDataModule(IndexedDataModule):
     Subclasses implement `load()`. Batching, the training order and the loaders' workers are those of
     chainrule.data.indexed.IndexedDataModule.
 
+    With `on_device`, each split is copied to the training device once (when its loader is first built)
+    and batches are gathered there (chainrule.data.device_batches): the same batches as a DataLoader
+    gives, without loading through the host each step. It needs the split in device memory, and no
+    worker processes (`num_workers=0`).
+
+    Image data (N, C, H, W) may be augmented on the device, training batches only: mirrored left-right
+    with probability 1/2 when `flip`, and cropped at random from the image padded with `crop_padding`
+    zeros (chainrule.data.augment: the same draws for any number of processes, and after a resume).
+
     k-fold cross-validation: with `folds=k` and `fold=i`, the test split stays the one held out without
     folds, and the other samples are cut into k folds (stratified by class where the targets are class
     labels, from `split_seed`); fold i is the validation split and the other k-1 train (`val_fraction` is
@@ -50,12 +61,22 @@ class InMemoryDataModule(IndexedDataModule):
         persistent_workers: bool,
         pin_memory: bool,
         prefetch_factor: int,
+        on_device: bool,
+        flip: bool,
+        crop_padding: int,
         folds: int | None,
         fold: int | None,
     ):
         super().__init__(batch_size=batch_size, split_seed=split_seed, num_workers=num_workers,
                          persistent_workers=persistent_workers, pin_memory=pin_memory,
                          prefetch_factor=prefetch_factor)
+        if on_device and self.num_workers:
+            raise ConfigError(f"data.on_device=true reads batches from device memory without worker "
+                              f"processes, but data.num_workers={num_workers}; set data.num_workers=0, or "
+                              f"data.on_device=false to load with workers")
+        if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
+            raise ConfigError(f"data.crop_padding must be an integer >= 0 (pixels of zeros around an image "
+                              f"before its random crop; 0: no crop), got {crop_padding!r}")
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"data.{name} must be in [0, 1), got {value}")
@@ -67,7 +88,11 @@ class InMemoryDataModule(IndexedDataModule):
         self.fold = fold
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        self.on_device = on_device
+        self.flip = flip
+        self.crop_padding = crop_padding
         self._splits: Splits | None = None
+        self._device_copies: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # --- what subclasses provide -------------------------------------------------------------------
     def load(self) -> Arrays | tuple[Arrays, Arrays]:
@@ -136,10 +161,38 @@ class InMemoryDataModule(IndexedDataModule):
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         _ = self.splits
+        if (self.flip or self.crop_padding) and len(self.input_shape) != 3:
+            raise ConfigError(f"data.flip and data.crop_padding augment images (channels x height x width); "
+                              f"this data's inputs are {tuple(self.input_shape)}: set data.flip=false "
+                              f"data.crop_padding=0")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches, once on the device: flipped and cropped when `flip` / `crop_padding` ask."""
+        trainer, sampler = self.trainer, self._train_sampler
+        if not (self.flip or self.crop_padding) or trainer is None or not trainer.training or sampler is None:
+            return batch
+        x, y = batch
+        # The batch's number in its epoch: Lightning counts it as ready right after this hook (and passes
+        # it to the training_step as batch_idx); after a resume it counts on from the checkpoint.
+        step, part = sampler.locate(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        flips, corners = draw_flip_and_crop(self.split_seed, sampler.epoch, step, sampler.global_batch_size,
+                                            self.flip, self.crop_padding)
+        return [flip_and_crop(x, flips[part], corners[part], self.crop_padding), y]
 
     def split_dataset(self, split: str) -> TensorDataset:
         arrays: Arrays = getattr(self.splits, split)
         return TensorDataset(arrays.x, arrays.y)
+
+    def device_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(x, y) of `split` on the trainer's device with `on_device` (copied once per device; on the CPU
+        the split itself), else None."""
+        if not self.on_device:
+            return None
+        key = (split, self._device())
+        if key not in self._device_copies:
+            arrays: Arrays = getattr(self.splits, split)
+            self._device_copies[key] = (arrays.x.to(key[1]), arrays.y.to(key[1]))
+        return self._device_copies[key]
 
 
 def check_fold(folds: int | None, fold: int | None) -> None:

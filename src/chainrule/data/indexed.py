@@ -1,17 +1,21 @@
 """The base of data modules whose samples are numbered (map-style datasets): samples in memory, image
 files, windows of a token file. It owns their loaders: the training order by global batch
 (chainrule.data.sampling), each sample's random draws from (seed, epoch, index) (chainrule.data.draws),
-the position in the epoch in every checkpoint (chainrule.data.resumable) and the worker settings
-(chainrule.data.loading)."""
+the position in the epoch in every checkpoint (chainrule.data.resumable), the worker settings
+(chainrule.data.loading), and batches gathered on the device from tensors kept there
+(chainrule.data.device_batches) for the data modules that offer them."""
+
+from collections.abc import Iterable
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from chainrule.data.device_batches import DeviceBatches
 from chainrule.data.draws import SeededSampler
 from chainrule.data.loading import LoaderOptions
 from chainrule.data.resumable import is_position, training_position
-from chainrule.data.sampling import GlobalBatchSampler, eval_batches
+from chainrule.data.sampling import GlobalBatchSampler, eval_index_batches
 
 SPLITS = ("train", "val", "test")
 
@@ -61,6 +65,12 @@ class IndexedDataModule(L.LightningDataModule):
         """Samples in each split, for the run's header."""
         return {split: len(self.split_dataset(split)) for split in SPLITS}
 
+    def device_tensors(self, split: str) -> tuple[torch.Tensor, ...] | None:
+        """The tensors of `split` (inputs, targets) on the training device, when its batches are gathered
+        there instead of loaded by a DataLoader (chainrule.data.base.InMemoryDataModule with `on_device`);
+        None: a DataLoader loads them."""
+        return None
+
     # --- loaders ----------------------------------------------------------------------------------
     def _world(self) -> tuple[int, int, int]:
         """(data-parallel world size, this process's rank in it, gradient accumulation) of the attached
@@ -73,7 +83,7 @@ class IndexedDataModule(L.LightningDataModule):
                                                         "rank": trainer.global_rank}
         return shards["num_replicas"], shards["rank"], trainer.accumulate_grad_batches
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> Iterable:
         world, rank, accumulation = self._world()
         dataset = self.split_dataset("train")
         sampler = GlobalBatchSampler(len(dataset), self.batch_size, world, rank, accumulation,
@@ -82,24 +92,35 @@ class IndexedDataModule(L.LightningDataModule):
             sampler.resume_at(self._resume_position)
             self._resume_position = None
         self._train_sampler = sampler
+        tensors = self.device_tensors("train")
+        if tensors is not None:
+            return DeviceBatches(tensors, sampler)
         if self.seeded_samples:
             sampler = SeededSampler(sampler, self.split_seed)
         return self._loader(dataset, batch_size=sampler.micro_batch_size, sampler=sampler)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.split_dataset("val"))
+    def val_dataloader(self) -> Iterable:
+        return self._eval_loader("val")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.split_dataset("test"))
+    def test_dataloader(self) -> Iterable:
+        return self._eval_loader("test")
 
-    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+    def _eval_loader(self, split: str) -> Iterable:
         world, rank, _ = self._world()
-        batches = eval_batches(len(dataset), max(1, self.batch_size // world), world, rank)
-        return self._loader(dataset, batch_sampler=batches)
+        dataset = self.split_dataset(split)
+        batches = eval_index_batches(len(dataset), max(1, self.batch_size // world), world, rank)
+        tensors = self.device_tensors(split)
+        if tensors is not None:
+            return DeviceBatches(tensors, batches)
+        return self._loader(dataset, batch_sampler=[batch.tolist() for batch in batches])
+
+    def _device(self) -> torch.device:
+        """The attached trainer's device (the CPU without a trainer)."""
+        trainer = self.trainer
+        return torch.device("cpu") if trainer is None else trainer.strategy.root_device
 
     def _on_gpu(self) -> bool:
-        trainer = self.trainer
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+        return self._device().type == "cuda"
 
     def _loader(self, dataset: Dataset, **batching) -> DataLoader:
         # The samplers above shard by rank themselves; trainer.use_distributed_sampler is off for that.

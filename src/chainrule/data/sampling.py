@@ -12,7 +12,6 @@ the same number of batches, because DDP may run a collective in each forward (bu
 process with one batch more would wait forever.
 """
 
-import itertools
 import math
 from collections.abc import Iterator
 
@@ -25,7 +24,9 @@ from chainrule.data.batching import per_device_batch_size
 
 class GlobalBatchSampler(Sampler[int]):
     """Sample indices of one process's micro-batches, in order; load them with
-    `DataLoader(batch_size=sampler.micro_batch_size, sampler=sampler)`.
+    `DataLoader(batch_size=sampler.micro_batch_size, sampler=sampler)`, or take the micro-batches whole as
+    index tensors from `micro_batches()` (chainrule.data.device_batches). Both come from `micro_batches()`,
+    so the two paths cannot disagree.
 
     Each epoch uses `torch.randperm(num_samples)` seeded with `seed + epoch` (Lightning calls
     `set_epoch`), or the natural order when `shuffle` is false. The last incomplete global batch is
@@ -59,7 +60,7 @@ class GlobalBatchSampler(Sampler[int]):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
-        self._skip = 0
+        self._skip = 0  # micro-batches the next pass leaves out (a resume mid-epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -68,10 +69,15 @@ class GlobalBatchSampler(Sampler[int]):
         """Make the next pass run epoch `position["epoch"]` from its micro-batch `position["batches"]`
         (see chainrule.data.resumable); `len()` stays the full epoch, as Lightning counts done batches."""
         self.set_epoch(position["epoch"])
-        self._skip = position["batches"] * self.micro_batch_size
+        self._skip = position["batches"]
+
+    @property
+    def num_micro_batches(self) -> int:
+        """This process's micro-batches per epoch (Lightning's batches): steps x accumulation."""
+        return self.steps * self.accumulate_grad_batches
 
     def __len__(self) -> int:
-        return self.steps * self.accumulate_grad_batches * self.micro_batch_size
+        return self.num_micro_batches * self.micro_batch_size
 
     def global_order(self) -> torch.Tensor:
         """This epoch's order of all samples, the same on every process."""
@@ -80,22 +86,34 @@ class GlobalBatchSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return torch.randperm(self.num_samples, generator=generator)
 
-    def __iter__(self) -> Iterator[int]:
+    def locate(self, n: int) -> tuple[int, slice]:
+        """Where this process's micro-batch `n` of an epoch lies: its optimizer step, and the positions of its
+        samples in that step's global batch. Step s takes the global batch order[s x global : (s + 1) x
+        global]; its micro-step k the k-th world x micro samples of that, of which this process the
+        rank-th micro."""
+        step, k = divmod(n, self.accumulate_grad_batches)
+        start = (k * self.world_size + self.rank) * self.micro_batch_size
+        return step, slice(start, start + self.micro_batch_size)
+
+    def micro_batches(self, device: torch.device | None = None) -> Iterator[torch.Tensor]:
+        """This epoch's micro-batches of this process: int64 index tensors of `micro_batch_size`, on `device`
+        (the epoch's order is copied there once, and each micro-batch is a view of it). A pass after
+        `resume_at` starts at the resumed micro-batch; the epoch is read when the pass starts."""
         skip, self._skip = self._skip, 0
-        return itertools.islice(self._indices(), skip, None)
-
-    def _indices(self) -> Iterator[int]:
-        order = self.global_order()
-        micro, world = self.micro_batch_size, self.world_size
-        for step in range(self.steps):
+        order = self.global_order().to(device)
+        for n in range(skip, self.num_micro_batches):
+            step, part = self.locate(n)
             batch = order[step * self.global_batch_size:(step + 1) * self.global_batch_size]
-            for k in range(self.accumulate_grad_batches):
-                micro_step = batch[k * world * micro:(k + 1) * world * micro]
-                yield from micro_step[self.rank * micro:(self.rank + 1) * micro].tolist()
+            yield batch[part]
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self.micro_batches():
+            yield from batch.tolist()
 
 
-def eval_batches(num_samples: int, batch_size: int, world_size: int = 1, rank: int = 0) -> list[list[int]]:
-    """One process's evaluation batches (lists of indices): a `batch_sampler` for DataLoader.
+def eval_index_batches(num_samples: int, batch_size: int, world_size: int = 1,
+                       rank: int = 0) -> list[torch.Tensor]:
+    """One process's evaluation batches as int64 index tensors (contiguous ranges of samples).
 
     The samples are split into `world_size` contiguous shares differing by at most one sample, and
     every process gets the same number of batches of about `batch_size` samples each. Over all
@@ -111,4 +129,9 @@ def eval_batches(num_samples: int, batch_size: int, world_size: int = 1, rank: i
     # Each process needs at least one sample per batch, hence the cap at the smallest share.
     steps = min(math.ceil(num_samples / (world_size * batch_size)), num_samples // world_size)
     share = torch.tensor_split(torch.arange(num_samples), world_size)[rank]
-    return [batch.tolist() for batch in torch.tensor_split(share, steps)]
+    return list(torch.tensor_split(share, steps))
+
+
+def eval_batches(num_samples: int, batch_size: int, world_size: int = 1, rank: int = 0) -> list[list[int]]:
+    """`eval_index_batches` as lists of indices: a `batch_sampler` for DataLoader."""
+    return [batch.tolist() for batch in eval_index_batches(num_samples, batch_size, world_size, rank)]

@@ -90,7 +90,7 @@ def find_batch_size(
     if size is None:
         console.warn("batch_size: skipped (trainer.fast_dev_run is set)")
         return {}
-    samples = len(datamodule.train_dataloader().dataset)
+    samples = datamodule.split_sizes()["train"]
     if size >= samples:
         console.say(f"the whole training set ({samples} samples) fits in one batch")
     console.say(f"largest batch size that fit: {size}\nuse it with: {BATCH_KEY}={size}")
