@@ -12,6 +12,7 @@ on a 2-core CPU at the `cpu` sizes.
     python benchmarks/step_overhead.py --preset cpu      # ~4 min on 2 CPU cores
     python benchmarks/step_overhead.py --preset h100     # ResNet-18 b512 bf16 + GPT-2 small seq 1024 compiled
     python benchmarks/step_overhead.py --preset tiny     # seconds; CI keeps the script working
+    python benchmarks/step_overhead.py --workload "digits MLP" --no-record   # one workload
 """
 
 import argparse
@@ -184,12 +185,14 @@ def main() -> None:
     parser.add_argument("--preset", choices=["tiny", "cpu", "h100"], default="cpu")
     parser.add_argument("--window", type=float, help="seconds per timed window (default: 5; tiny: 0.2)")
     parser.add_argument("--repeats", type=int, help="interleaved repeats (default: 5; tiny: 1)")
+    parser.add_argument("--workload", action="append", help="only this workload (repeatable), e.g. 'digits MLP'")
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = parser.parse_args()
     tiny = args.preset == "tiny"
     window = args.window or (0.2 if tiny else 5.0)
     repeats = args.repeats or (1 if tiny else 5)
-    rows = [row for w in workloads(args.preset) for row in measure(w, window, repeats, warmup=2 if tiny else 5)]
+    chosen = [w for w in workloads(args.preset) if not args.workload or w.name in args.workload]
+    rows = [row for w in chosen for row in measure(w, window, repeats, warmup=2 if tiny else 5)]
     table = print_table(
         f"Step overhead ({args.preset}, {repeats} interleaved repeats of >= {window:g} s)",
         ["workload", "chainrule's stack", "batch", "raw loop", "chainrule", "raw ms/step", "chainrule ms/step",

@@ -68,7 +68,7 @@ RULES = {
     # the W&B run id of a run directory
     r"wandb_run_id\"": "loggers/wandb.py",
     # Lightning's private step counter: the step axis callbacks log on
-    r"_batches_that_stepped": "callbacks/to_loggers.py",
+    r"_batches_that_stepped": "core/log_steps.py",
     # the config groups that build objects
     r"\(\"data\", \"model\", \"task\"": "config/groups.py",
     # the one-line error format

@@ -1,6 +1,8 @@
 """How the W&B logger picks its mode, keeps its run id and prepares its config, without training."""
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from chainrule.loggers.wandb import (
     server_reachable,
     stored_or_new_run_id,
 )
+from tests.loggers.conftest import isolated_env
+from tests.support.processes import cli_env
 
 
 def never_probed() -> bool:
@@ -136,3 +140,24 @@ def test_config_is_flattened_to_override_keys() -> None:
               "callbacks": {}, "ckpt_path": None}
     assert flatten(nested) == {"optim.lr": 0.1, "optim.betas": [0.9, 0.99], "trainer.max_epochs": 2,
                                "tags": ["a"], "callbacks": {}, "ckpt_path": None}
+
+
+STARTS_A_RUN = """
+import sys
+from chainrule.loggers.wandb import WandbLogger
+
+logger = WandbLogger(save_dir=sys.argv[1], project="p", name="n", mode="offline", watch=None, watch_log_freq=1,
+                     flush_interval_s=1.0, tags=None, group=None, entity=None)
+logger.experiment.log({"x": 1.0})
+logger.experiment.finish()
+print("wandb.sdk.launch imported:", "wandb.sdk.launch" in sys.modules)
+"""
+
+
+def test_a_run_starts_without_importing_wandb_launch_when_no_launch_inputs_are_staged(tmp_path: Path) -> None:
+    env = cli_env(**isolated_env(tmp_path))
+    result = subprocess.run([sys.executable, "-c", STARTS_A_RUN, str(tmp_path / "run")], env=env, text=True,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "wandb.sdk.launch imported: False" in result.stdout
+    assert list((tmp_path / "run").glob("wandb/offline-run-*/run-*.wandb"))  # the run itself was written

@@ -30,8 +30,9 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from chainrule.callbacks.to_loggers import log_to_loggers, logging_step
+from chainrule.callbacks.to_loggers import log_to_loggers
 from chainrule.core.errors import ConfigError
+from chainrule.core.log_steps import logging_step
 from chainrule.optim.grad_norms import all_reduce_sum, any_sharded, local_part, shares
 
 log = logging.getLogger(__name__)

@@ -52,6 +52,7 @@ class NonFiniteGuard(L.Callback):
         self._batch_idx = 0
         self._sharded = False  # gradients are DTensors: decisions must be the same on every rank
         self._device = torch.device("cpu")
+        self._parameters: list[nn.Parameter] = []  # the module's, in its order, from the start of training
 
     def _anywhere(self, flag: bool) -> bool:
         """`flag` on any rank, under sharding (a collective: every rank asks); this rank's flag otherwise."""
@@ -69,6 +70,11 @@ class NonFiniteGuard(L.Callback):
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.skipped = state_dict.get("skipped", 0)
         self.consecutive = state_dict.get("consecutive", 0)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Walking the module tree each step cost more than the check itself; the parameters are fixed once
+        # the strategy has set the model up (FSDP replaces them before).
+        self._parameters = list(pl_module.parameters())
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int
@@ -91,7 +97,7 @@ class NonFiniteGuard(L.Callback):
         if params and not _scaler_handles_infs(trainer):
             # Sharded gradients: over all ranks' shards. Taken in the module's order, as norm clipping
             # takes it right after: clipping reuses it.
-            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            grads = [p.grad for p in self._parameters or pl_module.parameters() if p.grad is not None]
             total = step_total_norm(grads, trainer.global_step)
             checks.append(torch.isfinite(total).to(device=checks[0].device if checks else total.device))
         self._sharded = any_sharded(p.grad for p in params)

@@ -15,11 +15,39 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from chainrule.core import console
 from chainrule.core.errors import ConfigError
+from chainrule.core.log_steps import writes_step_logs
 
 
 def progress(every_s: float) -> ProgressBar:
-    """The progress display for where stdout goes: RichProgressBar in a terminal, ProgressLines elsewhere."""
-    return RichProgressBar() if sys.stdout.isatty() else ProgressLines(every_s)
+    """The progress display for where stdout goes: a rich bar in a terminal, ProgressLines elsewhere."""
+    return LoggedValuesBar() if sys.stdout.isatty() else ProgressLines(every_s)
+
+
+class LoggedValuesBar(RichProgressBar):
+    """Lightning's rich bar, reading the logged values only after the training steps that logged them.
+
+    Lightning's bar reads every value it shows (`.item()`) after every training batch; on a GPU each read
+    waits until the device has finished all the work queued so far, which keeps the host from running
+    ahead. The values change only on logging steps (chainrule.core.log_steps), so the other steps redraw
+    the step count with the values read last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: dict[str, Any] | None = None
+        self._reuse_shown = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._reuse_shown = not writes_step_logs(trainer)
+        try:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        finally:
+            self._reuse_shown = False
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        if self._shown is None or not self._reuse_shown:
+            self._shown = super().get_metrics(trainer, pl_module)
+        return self._shown
 
 
 class ProgressLines(ProgressBar):

@@ -12,15 +12,7 @@ from typing import Any
 
 import lightning as L
 
-
-def logging_step(trainer: L.Trainer) -> int:
-    """The step the current training batch logs at: the number of optimizer steps taken before it.
-
-    Lightning keeps this count as `_batches_that_stepped` (restored on resume; it advances after the
-    batch's `on_train_batch_end`); `global_step` already counts the batch's own optimizer step by then.
-    This is the one place chainrule reads it.
-    """
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
+from chainrule.core.log_steps import logging_step
 
 
 def log_to_loggers(trainer: L.Trainer, metrics: Mapping[str, Any], loggers: list | None = None) -> None:

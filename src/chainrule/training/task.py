@@ -10,6 +10,7 @@ from torch.optim import Optimizer
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from chainrule.core.errors import unknown_choice
+from chainrule.core.log_steps import writes_step_logs
 from chainrule.models.init import initialize
 from chainrule.optim.grad_norms import clip_grad_norm_
 from chainrule.optim.param_groups import build_optimizer, check_multipliers, submodule
@@ -80,6 +81,7 @@ class Task(L.LightningModule):
         # The training epoch's running loss and metrics travel in every checkpoint (persistent states),
         # so that a run resumed mid-epoch reports the epoch averages an uninterrupted run reports.
         self.train_loss = MeanMetric()
+        self._trained_parameters: list[nn.Parameter] = []  # set when training starts (on_train_start)
         self.train_loss.persistent(True)
         self.train_metrics.persistent(True)
 
@@ -102,25 +104,23 @@ class Task(L.LightningModule):
         target = x if self.target == "input" else y
         output = self.model(x)
         loss = self.loss(output, target)
-        metrics: MetricCollection = getattr(self, f"{split}_metrics")
-        metrics.update(output.detach(), target)
-        if split == "train":
+        # Accumulated on the device; synced and logged once per epoch (on_*_epoch_end below). Lightning's
+        # `log` costs about a millisecond a call, which per step was most of the stack's overhead.
+        getattr(self, f"{split}_metrics").update(output.detach(), target)
+        losses = self.train_loss if split == "train" else self.eval_losses[split]
+        losses.update(loss.detach(), weight=len(x))
+        if split == "train" and writes_step_logs(self.trainer):
             # Synced: under DDP the logged loss is the global batch's, as one process would log it.
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True,
                      batch_size=len(x))
-            self.train_loss.update(loss.detach(), weight=len(x))
-            self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
-        else:
-            self.eval_losses[split].update(loss.detach(), weight=len(x))
-            self.log(f"{split}/loss", self.eval_losses[split], on_step=False, on_epoch=True, prog_bar=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=len(x))
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "train")
         if self.l1_weight:
             penalty = sum(p.abs().sum() for p in self.model.parameters() if p.ndim >= 2)
-            self.log("train/l1_penalty", penalty, on_step=True, on_epoch=False)
+            if writes_step_logs(self.trainer):
+                self.log("train/l1_penalty", penalty, on_step=True, on_epoch=False)
             loss = loss + self.l1_weight * penalty
         return loss
 
@@ -129,6 +129,28 @@ class Task(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "test")
+
+    def on_train_start(self) -> None:
+        # Walking the module tree (metric collections included) each step cost more than clipping itself;
+        # the parameters are fixed once the strategy has set the model up (FSDP replaces them before).
+        self._trained_parameters = list(self.parameters())
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train/loss_epoch", self.train_loss, self.train_metrics, prog_bar=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val/loss", self.eval_losses["val"], self.val_metrics, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test/loss", self.eval_losses["test"], self.test_metrics, prog_bar=True)
+
+    def _log_epoch(self, loss_name: str, loss: MeanMetric, metrics: MetricCollection, prog_bar: bool) -> None:
+        """The epoch's loss and metrics, as metric objects: Lightning computes them (summed over all
+        processes by torchmetrics) and resets them at the epoch's end."""
+        if not loss.update_called:  # an epoch without batches (e.g. trainer.limit_val_batches=0)
+            return
+        self.log(loss_name, loss, on_step=False, on_epoch=True, prog_bar=prog_bar)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=prog_bar)
 
     def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         """The model's output for the inputs `batch[0]` (the rest, labels or positions, unused)."""
@@ -148,7 +170,7 @@ class Task(L.LightningModule):
             torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val, foreach=True)
         else:  # the norm over all ranks' shards under trainer=fsdp (chainrule.optim.grad_norms)
             # The norm of this step's gradients, if the non-finite guard computed it already
-            clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True, step=self.trainer.global_step)
+            clip_grad_norm_(self._trained_parameters or self.parameters(), gradient_clip_val, foreach=True, step=self.trainer.global_step)
 
     def configure_model(self) -> None:
         """Under trainer=fsdp, shard the model as it declares (chainrule.training.parallelize) before the
