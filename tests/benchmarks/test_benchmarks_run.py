@@ -12,6 +12,7 @@ pytestmark = pytest.mark.slow
 TINY = {
     "step_overhead": ["--preset", "tiny", "--no-record"],
     "startup": ["--repeats", "1", "--no-record"],
+    "callback_costs": ["--preset", "tiny", "--no-record"],
     "time_to_accuracy": ["--no-record"],
     "gradient_health_overhead": ["--pairs", "2", "--warmup-pairs", "0"],
     "wandb_overhead": ["--steps", "10", "--windows", "1"],
