@@ -31,6 +31,7 @@ QUICK = [
     "trainer.max_steps=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
     "trainer.accelerator=cpu", "logger=none", "callbacks=none", "data.batch_size=16",
     "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",  # the step loss is logged on logging steps only
 ]
 
 

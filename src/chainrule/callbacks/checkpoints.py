@@ -29,10 +29,10 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from chainrule.callbacks.to_loggers import saving_between_batches
 from chainrule.checkpointing import sharded
 from chainrule.checkpointing.io import after_checkpoint_writes
 from chainrule.core.errors import ConfigError, unknown_choice
+from chainrule.core.log_steps import saving_between_batches
 
 MODES = ("min", "max")
 LAST = "last.ckpt"

@@ -16,8 +16,8 @@ from types import FrameType
 
 import lightning as L
 
-from chainrule.callbacks.to_loggers import saving_between_batches
 from chainrule.core import console, stop_signals
+from chainrule.core.log_steps import saving_between_batches
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 

@@ -6,8 +6,7 @@ Callbacks log here directly instead of through `LightningModule.log`, which cost
 call in Lightning's result bookkeeping.
 """
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -20,20 +19,3 @@ def log_to_loggers(trainer: L.Trainer, metrics: Mapping[str, Any], loggers: list
     step = logging_step(trainer)
     for logger in trainer.loggers if loggers is None else loggers:
         logger.log_metrics(dict(metrics), step=step)
-
-
-@contextmanager
-def saving_between_batches(trainer: L.Trainer) -> Iterator[None]:
-    """Keep the step axis right across a checkpoint written at the start of a batch.
-
-    Lightning's restore assumes a mid-epoch checkpoint was written at the end of the previous batch,
-    before the count above advanced for it, and advances it once more when restoring. A checkpoint
-    written at the start of the next batch (chainrule's, once everything of the previous step is logged)
-    is saved with the count one lower, so the restored run logs on the same steps as an uninterrupted one.
-    """
-    loop = trainer.fit_loop.epoch_loop
-    loop._batches_that_stepped -= 1
-    try:
-        yield
-    finally:
-        loop._batches_that_stepped += 1
