@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU measurement of chainrule in one call, for a lent GPU machine (one H100/H200; no internet):
 # step overhead against a raw loop (ResNet-18 b512 bf16 channels_last; GPT-2 small seq 1024 compiled,
-# fused AdamW + clipping) with MFU, the data path, start-up, and the sharded GPT preset. Each benchmark
-# appends its table to benchmarks/RESULTS.md with the device, versions and date; the whole run stays
-# within BUDGET_S seconds (default 480).
+# fused AdamW + clipping) with MFU, the data path, start-up, each default callback's cost, and the sharded
+# GPT preset. Each benchmark appends its table to benchmarks/RESULTS.md with the device, versions and date;
+# the whole run stays within BUDGET_S seconds (default 480).
 #
 #   benchmarks/gpu_wheels.sh          # here, with network: the wheels the GPU machine's python lacks
 #   bash benchmarks/gpu.sh            # there: carry benchmarks/wheels/ along with the checkout
@@ -47,12 +47,14 @@ run() {  # run NAME SECONDS ARGS...: one benchmark within its share of the budge
 if [[ $DRY_RUN == 1 ]]; then
     run step_overhead 300 --preset tiny --no-record
     run startup 120 --repeats 1 --no-record
+    run callback_costs 120 --preset tiny --no-record
     for optional in data_path sharding_memory; do
         [[ -f benchmarks/$optional.py ]] && run "$optional" 300 --preset tiny --no-record
     done
 else
     run step_overhead 240 --preset h100
     run startup 60 --repeats 3
+    run callback_costs 45
     for optional in data_path sharding_memory; do
         [[ -f benchmarks/$optional.py ]] && run "$optional" 90 --preset gpu
     done

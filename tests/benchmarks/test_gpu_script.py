@@ -16,5 +16,5 @@ def test_gpu_script_dry_run_runs_every_benchmark() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "failed or ran out of time" not in result.stderr, result.stderr[-3000:]
     ran = [line for line in result.stdout.splitlines() if line.startswith("== ")]
-    assert {"== step_overhead", "== startup"} <= {line.split(" (")[0] for line in ran}
+    assert {"== step_overhead", "== startup", "== callback_costs"} <= {line.split(" (")[0] for line in ran}
     assert "gpu.sh: done in" in result.stdout
