@@ -86,8 +86,11 @@ class IndexedDataModule(L.LightningDataModule):
     def train_dataloader(self) -> Iterable:
         world, rank, accumulation = self._world()
         dataset = self.split_dataset("train")
+        # debug=overfit_batch (Lightning's overfit_batches) trains on the same first batches every epoch.
+        # Lightning swaps a DataLoader's sampler for a sequential one itself; device batches it cannot reach.
+        overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)
         sampler = GlobalBatchSampler(len(dataset), self.batch_size, world, rank, accumulation,
-                                     shuffle=True, seed=self.split_seed)
+                                     shuffle=not overfitting, seed=self.split_seed)
         if self._resume_position is not None:
             sampler.resume_at(self._resume_position)
             self._resume_position = None
