@@ -10,7 +10,8 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,6 +65,33 @@ def test_two_runs_started_together_get_a_directory_each(tmp_path: Path) -> None:
         assert (run_dir / ".hydra" / "overrides.yaml").is_file()
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
         assert read_metric(run_dir, "test/acc")
+
+
+def test_a_second_process_in_a_running_run_directory_is_refused_and_the_run_goes_on(tmp_path: Path) -> None:
+    first = start("chainrule-train", "trainer.max_epochs=100000", "callbacks.early_stopping=null", cwd=tmp_path,
+                  env=QUICK, output=subprocess.DEVNULL)
+    try:
+        lock = wait_for(lambda: next((p for p in (tmp_path / "logs").rglob(".hydra/run.lock")
+                                      if p.read_text()), None))
+        run_dir = lock.parent.parent
+        for second in (train(f"resume={run_dir}", cwd=tmp_path), train("resume=latest", cwd=tmp_path)):
+            line = refusal(second)
+            assert f"{run_dir} is in use by another chainrule process (pid {first.pid} on " in line
+            assert f"kill {first.pid}" in line
+        assert first.poll() is None  # the run goes on
+    finally:
+        first.terminate()
+        first.wait(timeout=120)
+    again = train(f"resume={run_dir}", "trainer.max_steps=1", cwd=tmp_path)  # once it ended, it resumes
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+
+
+def wait_for(found: Callable[[], Path | None], timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while (value := found()) is None:
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+    return value
 
 
 def test_a_run_directory_is_not_taken_by_a_run_with_other_settings(finished_run: Path) -> None:

@@ -6,7 +6,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,7 +20,7 @@ from chainrule.config.groups import BUILT_GROUPS, check_group_choices
 from chainrule.config.init_args import fixed_overrides, init_from_arguments
 from chainrule.config.preflight import compose_job, preflight
 from chainrule.config.resume_args import resume_arguments
-from chainrule.config.run_record import record_run
+from chainrule.config.run_record import recording_run
 from chainrule.core import console
 from chainrule.core.errors import ChainruleError, ConfigError
 from chainrule.core.secrets import redact_argv, redact_logging, remember_config_secrets
@@ -98,13 +98,14 @@ def execute(fn: Callable[[DictConfig], T], cfg: DictConfig, required: Sequence[s
 
             validate(cfg, required=BUILT_GROUPS if required is None else required)
             console.quiet_libraries()  # again: Lightning, imported by now, adds a console handler of its own
-            if detect_launch().rank == 0:
-                record_run(cfg)
-            # The imports are done (see run()): what exists now lives for the whole run.
-            gc.freeze()
-            gc.enable()
-            with finishing_wandb_run():
-                return on_all_ranks(fn, cfg) if all_ranks else fn(cfg)
+            with ExitStack() as held:
+                if detect_launch().rank == 0:
+                    held.enter_context(recording_run(cfg))
+                # The imports are done (see run()): what exists now lives for the whole run.
+                gc.freeze()
+                gc.enable()
+                with finishing_wandb_run():
+                    return on_all_ranks(fn, cfg) if all_ranks else fn(cfg)
     except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise

@@ -9,6 +9,8 @@ train, on which devices, what to log). Anything else is refused, and nothing in 
 Secrets never reach these files (chainrule.core.secrets).
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -17,6 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
+from chainrule.config.run_lock import hold_run_dir, release_run_dir
 from chainrule.core.errors import ConfigError
 from chainrule.core.secrets import COMPOSABLE, is_secret_key, redact, redact_text
 
@@ -86,17 +89,27 @@ def check_run_dir(run_dir: str | Path, overrides: list[str]) -> None:
         )
 
 
-def record_run(cfg: DictConfig) -> None:
-    """Write (or update) the record of this run in its run directory, once check_run_dir passes.
+@contextmanager
+def recording_run(cfg: DictConfig) -> Iterator[None]:
+    """Write (or update) the record of this run in its run directory, once check_run_dir passes, and hold
+    the directory for this process until the context ends (chainrule.config.run_lock).
 
-    Call on rank 0 before anything else writes into the run directory.
+    Enter on rank 0 before anything else writes into the run directory.
     """
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     given = settings(list(hydra.overrides.task))
     check_run_dir(run_dir, given)
     folder = run_dir / RECORD_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    hold_run_dir(run_dir, folder)
+    try:
+        _write_record(cfg, hydra, folder, given)
+        yield
+    finally:
+        release_run_dir(run_dir)
+
+
+def _write_record(cfg: DictConfig, hydra: DictConfig, folder: Path, given: list[str]) -> None:
     # Secret-named keys are left out above and redacted below; secrets from the environment are written
     # as `${oc.env:NAME}`, so that composing the record again reads them from the environment.
     config = redact(OmegaConf.to_container(cfg, resolve=False), COMPOSABLE)
