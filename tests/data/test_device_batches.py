@@ -29,7 +29,8 @@ def synthetic(on_device: bool, world: int = 1, rank: int = 0, accumulation: int 
                                      on_device=on_device, folds=None, fold=None)
     datamodule.trainer = SimpleNamespace(
         distributed_sampler_kwargs={"num_replicas": world, "rank": rank},
-        accumulate_grad_batches=accumulation, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+        accumulate_grad_batches=accumulation, strategy=SimpleNamespace(root_device=torch.device("cpu")),
+        overfit_batches=0)
     datamodule.setup("fit")
     return datamodule
 

@@ -4,6 +4,7 @@ Runs the function named in CHAINRULE_RANK_ENTRY on the resolved config in CHAINR
 set by rank 0. No Hydra app runs here: rank 0 already composed the config and owns the run directory.
 """
 
+import logging
 import os
 import sys
 from importlib import import_module
@@ -33,6 +34,13 @@ def main() -> None:
         console.error_line(str(error))
         sys.exit(2)
     destroy_process_group()
+    # End without the interpreter's teardown: C++ destructors of threads that torch.distributed leaves
+    # behind (gloo's, a device mesh's groups) have aborted a rank at exit (-6) after a run that succeeded.
+    # The run's work is written and joined by now; only buffered output is left to flush.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
