@@ -6,8 +6,9 @@ from the same checkpoints and write the same checkpoints and metrics files, each
 other's. The process that records a run (rank 0) holds an exclusive lock on `<run dir>/.hydra/run.lock`
 until it exits; another one is refused in one line before it writes anything.
 
-`flock` locks belong to the open file: the kernel lets go of them when the process ends, however it
-ends (a crash, SIGKILL, a preempted SLURM job), so a lock never outlives its run. Network file systems
+The lock is a POSIX record lock (`lockf`), which belongs to the process: forked children (data loader
+workers, which outlive a killed run by a few seconds) do not hold it, and the kernel lets go of it when
+the process ends, however it ends (a crash, SIGKILL, a preempted SLURM job), so it never outlives its run. Network file systems
 that lock (NFSv4) lock for every node; on one that cannot lock, runs go unguarded rather than refused.
 """
 
@@ -32,7 +33,7 @@ def hold_run_dir(run_dir: Path, record_dir: Path) -> None:
     record_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(record_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
         holder = os.read(fd, 4096).decode(errors="replace").strip()
         os.close(fd)
@@ -54,4 +55,4 @@ def release_run_dir(run_dir: Path) -> None:
     """Let go of `run_dir` (a multirun's job is done; its process goes on to the next job)."""
     fd = _held.pop(run_dir.resolve(), None)
     if fd is not None:
-        os.close(fd)  # closing the only descriptor of the open file releases its flock
+        os.close(fd)  # closing a descriptor of the file releases this process's lock on it
