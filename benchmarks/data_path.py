@@ -161,19 +161,10 @@ def _model_rate(cfg, datamodule, steps: int) -> float:
     task = builders.build_task(cfg, datamodule)
     model = task.model.to(device()).train()
     optimizer = build_optimizer(instantiate(cfg.optim), model)
-    x, y = (t.to(device()) for t in next(iter(datamodule.train_dataloader())))
-    autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=device().type == "cuda")
-    for step in range(steps + 2):
-        if step == 2:
-            synchronize()
-            start = time.perf_counter()
-        with autocast:
-            loss = task.loss(model(x), y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    synchronize()
-    return steps * len(x) / (time.perf_counter() - start)
+    batch = tuple(t.to(device()) for t in next(iter(datamodule.train_dataloader())))
+    training_window(task, model, optimizer, itertools.repeat(batch), 2)  # warm-up
+    window = training_window(task, model, optimizer, itertools.repeat(batch), steps)
+    return len(batch[0]) / window.step_time
 
 
 def training_window(task, model, optimizer, batches, steps: int) -> Window:
