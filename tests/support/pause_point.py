@@ -1,17 +1,23 @@
 """A test-only callback that holds a training process at an exact point, so that a test can deliver a real
 signal (SIGKILL, SIGTERM, SIGINT) there. `chainrule-train` subprocesses import it through PYTHONPATH."""
 
+import signal
 import time
 from pathlib import Path
 
 import lightning as L
+
+from chainrule.core import stop_signals
+
+STOPS = (signal.SIGTERM, signal.SIGINT)
 
 HOOKS = ("train_batch_start", "before_optimizer_step", "train_batch_end", "validation_batch_start",
          "save_checkpoint", "fit_end", "test_batch_start", "train_start")
 
 
 class PauseAt(L.Callback):
-    """At `hook` of optimizer step `step` (0-based), create `marker`, then sleep for `seconds`.
+    """At `hook` of optimizer step `step` (0-based), create `marker`, then sleep for `seconds` or until a
+    stop signal (SIGTERM, SIGINT) arrives.
 
     Once only: when `marker` exists already (in the resumed run), it does nothing. Checkpoint callbacks
     run after all others, so at `train_batch_end` the step's own checkpoint is not written yet.
@@ -30,7 +36,9 @@ class PauseAt(L.Callback):
             return
         self.marker.write_text(f"{hook} {step}\n")
         deadline = time.monotonic() + self.seconds
-        while time.monotonic() < deadline:  # short sleeps: signal handlers run in between
+        # Short sleeps: signal handlers run in between. A stop signal ends the hold at once, so a test
+        # that signals the held process may hold it long and no slow machine makes the signal late.
+        while time.monotonic() < deadline and not any(map(stop_signals.received, STOPS)):
             time.sleep(0.02)
 
     def on_train_start(self, trainer, pl_module):  # a resumed run: restored, before its first batch

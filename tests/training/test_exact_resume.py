@@ -71,8 +71,8 @@ def test_signal_saves_a_checkpoint_and_resume_is_bitwise_identical(
     tmp_path: Path, reference: Path, signum: signal.Signals, how: str
 ) -> None:
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
-    # Held for 3 s at the start of step 17 (not a checkpoint step); the signal arrives meanwhile.
-    overrides = pause_at(17, "train_batch_start", marker, seconds=3)
+    # Held at the start of step 17 (not a checkpoint step) until the signal arrives.
+    overrides = pause_at(17, "train_batch_start", marker, seconds=120)
     process = start(run_dir, *overrides)
     wait_until(marker.exists, process, run_dir)
     process.send_signal(signum)
@@ -101,7 +101,7 @@ def test_ddp_ranks_stop_together_on_sigterm_and_resume_bitwise_identically(tmp_p
     reference_dir, run_dir, marker = tmp_path / "reference", tmp_path / "run", tmp_path / "paused"
     assert start(reference_dir, *ddp).wait(timeout=400) == 0, output(reference_dir)[-3000:]
 
-    process = start(run_dir, *ddp, *pause_at(7, "train_batch_start", marker, seconds=3))
+    process = start(run_dir, *ddp, *pause_at(7, "train_batch_start", marker, seconds=120))
     wait_until(marker.exists, process, run_dir)
     process.send_signal(signal.SIGTERM)  # to rank 0 only: rank 1 learns of it through the ranks' agreement
     assert process.wait(timeout=120) == 128 + signal.SIGTERM, output(run_dir)[-3000:]

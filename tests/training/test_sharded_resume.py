@@ -108,7 +108,7 @@ def test_a_checkpoint_of_two_ranks_resumes_on_other_numbers_of_ranks_with_the_sa
             remove(path)
     (run_dir / "finished.json").unlink()
     marker = tmp_path / "paused"
-    args = [f"resume={run_dir}", *pause_at(6, "train_start", marker, seconds=3)]
+    args = [f"resume={run_dir}", *pause_at(6, "train_start", marker, seconds=120)]
     if ranks == 1:  # chainrule-train on one device
         processes = [launch(run_dir, *args, "trainer.devices=1")]
     else:  # 4 ranks as 2 "nodes" of 2 (this machine has 2 cores), started as a launcher would
