@@ -141,11 +141,24 @@ def test_logger_none_trains(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_early_stopping_says_so(tmp_path: Path) -> None:
+def test_early_stopping_says_so_and_its_run_trains_on_only_when_asked(tmp_path: Path) -> None:
     result = train("trainer.max_epochs=10", "callbacks.early_stopping.patience=0",
                    "callbacks.early_stopping.min_delta=100", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training stopped: early stopping at epoch 1:" in result.stdout + result.stderr
+    (run_dir,) = runs(tmp_path)
+    stopped = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]
+
+    before = fingerprint(run_dir / "checkpoints"), (run_dir / "finished.json").read_text()
+    again = train("resume=latest", cwd=tmp_path)  # as it is: the run is done, it is only tested again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "finished already (early stopping at epoch 1:" in again.stdout + again.stderr
+    assert (fingerprint(run_dir / "checkpoints"), (run_dir / "finished.json").read_text()) == before
+
+    further = train("resume=latest", "trainer.max_epochs=20", "callbacks.early_stopping=null", cwd=tmp_path)
+    assert further.returncode == 0, further.stderr[-3000:]
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 20 * stopped // 2
+    assert "reached trainer.max_epochs=20" in (run_dir / "finished.json").read_text()
 
 
 def test_secret_named_values_reach_no_file(tmp_path: Path) -> None:

@@ -53,14 +53,16 @@ def finished(run_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def mark_finished(run_dir: str | Path, best_checkpoint: str | None, global_step: int, reason: str) -> None:
-    """Record that training completed. Paths are relative to the run directory: a moved or copied run
-    directory points at its own files."""
+def mark_finished(run_dir: str | Path, best_checkpoint: str | None, global_step: int, reason: str,
+                  limits: dict[str, Any]) -> None:
+    """Record that training completed, and under which limits (how long it was asked to train). Paths are
+    relative to the run directory: a moved or copied run directory points at its own files."""
     run_dir = Path(run_dir)
     best = os.path.relpath(best_checkpoint, run_dir) if best_checkpoint else None
     path = run_dir / FINISHED
     temporary = path.with_suffix(".partial")
-    temporary.write_text(json.dumps({"best_checkpoint": best, "global_step": global_step, "stopped": reason}) + "\n")
+    temporary.write_text(json.dumps({"best_checkpoint": best, "global_step": global_step, "stopped": reason,
+                                      "limits": limits}) + "\n")
     temporary.replace(path)
 
 

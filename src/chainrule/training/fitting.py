@@ -10,14 +10,14 @@ import logging
 import signal
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from chainrule.checkpointing.discovery import (
     checkpoint_candidates,
@@ -37,9 +37,14 @@ def fit(
     trainer: L.Trainer, task: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig
 ) -> None:
     """`trainer.fit`, continuing the run directory's own training from its newest intact checkpoint if it
-    has one. A run that finished training continues only as far as a larger trainer.max_epochs or
-    max_steps asks; otherwise Lightning ends at once."""
+    has one. A run that finished training continues only when its limits (trainer.max_epochs, max_steps,
+    max_time) change; otherwise it ends at once."""
     run_dir = cfg.paths.output_dir
+    record, limits = finished(run_dir), training_limits(cfg)
+    if record is not None and record.get("limits") == limits:
+        # Lightning restores early stopping's count but not its decision to stop: a run that early stopping
+        # ended would train one more epoch at every resume. Its own last step ends it at once instead.
+        trainer.fit_loop.epoch_loop.max_steps = record["global_step"]
     with warnings.catch_warnings():
         if type(datamodule).load_state_dict is not L.LightningDataModule.load_state_dict:
             # The data module restores its position in the epoch itself (chainrule.data.resumable);
@@ -52,12 +57,19 @@ def fit(
             if not (trainer.received_sigterm or stop_signals.received(signal.SIGTERM)):
                 raise
             stopped_by_sigterm(trainer, run_dir, error)
-    record = finished(run_dir)
-    if record is not None and record.get("global_step") == trainer.global_step:
+    if record is not None and record.get("global_step") == trainer.global_step:  # its record stays as it is
         console.say(f"training of {run_dir} finished already ({record.get('stopped')}); pass a larger "
                     f"trainer.max_epochs or trainer.max_steps to train it further")
-    if trainer.state.status == TrainerStatus.FINISHED and trainer.is_global_zero:
-        mark_finished(run_dir, best_checkpoint(trainer, run_dir), trainer.global_step, stop_reason(trainer))
+    elif trainer.state.status == TrainerStatus.FINISHED and trainer.is_global_zero:
+        mark_finished(run_dir, best_checkpoint(trainer, run_dir), trainer.global_step, stop_reason(trainer),
+                      limits)
+
+
+def training_limits(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that say how long to train. A finished run trains on only when a continuation changes
+    one of them."""
+    return {key: OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+            for key in ("max_epochs", "max_steps", "max_time") for value in [cfg.trainer.get(key)]}
 
 
 def stopped_by_sigterm(trainer: L.Trainer, run_dir: str | Path, error: BaseException) -> NoReturn:
