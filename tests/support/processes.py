@@ -6,12 +6,18 @@ or the path of an executable (`sys.executable, "-m", module` runs a module of th
 the console scripts are reinstalled).
 """
 
+import contextlib
 import os
+import resource
+import shlex
+import signal
 import socket
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
+
+import pytest
 
 from tests.support.paths import BIN, REPO
 
@@ -41,11 +47,12 @@ MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
 
 def cli_env(**overrides: str | None) -> dict[str, str]:
     """The environment of every process the tests start: this one's inherited variables, this checkout's
-    src/ and the `tests` package importable, unbuffered output, W&B offline; then `overrides` (None removes
-    a variable)."""
+    src/ and the `tests` package importable, unbuffered output, W&B offline, Python stacks printed on a
+    fatal signal (a crash, or stacks_of_hung); then `overrides` (None removes a variable)."""
     env = {name: value for name, value in os.environ.items() if inherited(name)}
     paths = [str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")]
-    env.update(PYTHONPATH=os.pathsep.join(p for p in paths if p), PYTHONUNBUFFERED="1", WANDB_MODE="offline")
+    env.update(PYTHONPATH=os.pathsep.join(p for p in paths if p), PYTHONUNBUFFERED="1", WANDB_MODE="offline",
+               PYTHONFAULTHANDLER="1")
     env.update(overrides)
     return {name: value for name, value in env.items() if value is not None}
 
@@ -54,11 +61,53 @@ def run_cli(command: str, *args: str, cwd: Path, env: Mapping[str, str | None] |
             timeout: float = 300, merge_stderr: bool = False) -> subprocess.CompletedProcess:
     """Run `command ARGS...` to the end in `cwd`, with cli_env(**env); returns the completed process (never
     raises on a non-zero exit). stdin is closed, so that a prompt fails instead of hanging. stdout and
-    stderr are captured apart, or with `merge_stderr` both in `.stdout`, in the order they were written."""
-    return subprocess.run([str(BIN / command), *args], cwd=cwd, env=cli_env(**(env or {})),
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True,
-                          timeout=timeout, check=False)
+    stderr are captured apart, or with `merge_stderr` both in `.stdout`, in the order they were written.
+    A command still running after `timeout` seconds fails the test with the Python stacks of all its
+    processes (see stacks_of_hung)."""
+    process = subprocess.Popen([str(BIN / command), *args], cwd=cwd, env=cli_env(**(env or {})),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{command} {shlex.join(args)} still ran after {timeout} s; {stacks_of_hung(process)}",
+                    pytrace=False)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def stacks_of_hung(process: subprocess.Popen) -> str:
+    """End a hung command and every process of its group (ranks, data loader workers) with SIGABRT, on
+    which each one's faulthandler (PYTHONFAULTHANDLER, set by cli_env) prints the stack of every thread;
+    returns what they printed. A rare hang is then found from the one run that showed it."""
+    leads_its_group = os.getpgid(process.pid) == process.pid  # else its group is the tests' own
+    for pid in group_members(process.pid) if leads_its_group else [process.pid]:
+        with contextlib.suppress(OSError):
+            resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))  # their stacks, not their memory on disk
+            os.kill(pid, signal.SIGABRT)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired as still:  # a process outside the group holds its output open
+            stdout, stderr = still.stdout, still.stderr
+    printed = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part
+                      for part in (stdout, stderr) if part)
+    return f"what its processes printed, stacks last:\n{printed}"[-30000:]
+
+
+def group_members(group: int) -> list[int]:
+    """The processes of process group `group`."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, pgrp, ...
+            if int(fields[2]) == group:
+                members.append(int(stat.parent.name))
+    return members
 
 
 def start(command: str, *args: str, cwd: Path, env: Mapping[str, str | None] | None = None,
