@@ -80,7 +80,10 @@ def stacks_of_hung(process: subprocess.Popen) -> str:
     """End a hung command and every process of its group (ranks, data loader workers) with SIGABRT, on
     which each one's faulthandler (PYTHONFAULTHANDLER, set by cli_env) prints the stack of every thread;
     returns what they printed. A rare hang is then found from the one run that showed it."""
-    leads_its_group = os.getpgid(process.pid) == process.pid  # else its group is the tests' own
+    try:
+        leads_its_group = os.getpgid(process.pid) == process.pid  # else its group is the tests' own
+    except ProcessLookupError:  # it ended just now; what it started may still run
+        leads_its_group = True
     for pid in group_members(process.pid) if leads_its_group else [process.pid]:
         with contextlib.suppress(OSError):
             resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))  # their stacks, not their memory on disk
