@@ -153,6 +153,7 @@ def test_early_stopping_says_so_and_its_run_trains_on_only_when_asked(tmp_path: 
     again = train("resume=latest", cwd=tmp_path)  # as it is: the run is done, it is only tested again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "finished already (early stopping at epoch 1:" in again.stdout + again.stderr
+    assert "change trainer.max_epochs, trainer.max_steps or trainer.max_time to train it further" in again.stdout
     assert (fingerprint(run_dir / "checkpoints"), (run_dir / "finished.json").read_text()) == before
 
     further = train("resume=latest", "trainer.max_epochs=20", "callbacks.early_stopping=null", cwd=tmp_path)

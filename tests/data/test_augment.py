@@ -52,8 +52,9 @@ def augmented_steps(world: int, accumulation: int, epoch: int = 1) -> list[torch
         datamodule.trainer = SimpleNamespace(
             distributed_sampler_kwargs={"num_replicas": world, "rank": rank},
             accumulate_grad_batches=accumulation, strategy=SimpleNamespace(root_device=torch.device("cpu")),
-            training=True, overfit_batches=0, fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(
-                current=progress))))
+            training=True, overfit_batches=0,
+            fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(
+                batch_progress=SimpleNamespace(current=progress))))
         datamodule.setup("fit")
         loader = datamodule.train_dataloader()
         loader.sampler.set_epoch(epoch)

@@ -51,7 +51,8 @@ class PauseAt(L.Callback):
         self._pause(trainer, "before_optimizer_step", trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._pause(trainer, "train_batch_end", trainer.global_step - 1)  # the update of this step is counted already
+        # The update of this step is counted already.
+        self._pause(trainer, "train_batch_end", trainer.global_step - 1)
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if not trainer.sanity_checking:

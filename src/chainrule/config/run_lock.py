@@ -8,8 +8,9 @@ until it exits; another one is refused in one line before it writes anything.
 
 The lock is a POSIX record lock (`lockf`), which belongs to the process: forked children (data loader
 workers, which outlive a killed run by a few seconds) do not hold it, and the kernel lets go of it when
-the process ends, however it ends (a crash, SIGKILL, a preempted SLURM job), so it never outlives its run. Network file systems
-that lock (NFSv4) lock for every node; on one that cannot lock, runs go unguarded rather than refused.
+the process ends, however it ends (a crash, SIGKILL, a preempted SLURM job), so it never outlives its
+run. Network file systems that lock (NFSv4) lock for every node; on one that cannot lock, runs go
+unguarded rather than refused.
 """
 
 import errno

@@ -22,13 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 from chainrule.config.run_lock import hold_run_dir, release_run_dir
 from chainrule.core.errors import ConfigError
 from chainrule.core.secrets import COMPOSABLE, is_secret_key, redact, redact_text
+from chainrule.core.training_length import TRAINING_LIMITS
 
 RECORD_DIR = ".hydra"
 OVERRIDES = "overrides.yaml"
 # Keys a continuation of a run may set differently from the run's start: training length, hardware,
 # what is shown and logged, and where things are. Prefixes cover a group's keys.
 CONTINUATION_KEYS = (
-    "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
+    *TRAINING_LIMITS, "trainer.devices", "trainer.num_nodes",
     "trainer.accelerator", "trainer.strategy", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps", "trainer.plugins", "data.num_workers", "data.persistent_workers",
     "data.pin_memory", "data.prefetch_factor", "data.on_device", "logger", "callbacks", "paths", "hydra",

@@ -27,7 +27,7 @@ from chainrule.checkpointing.discovery import (
     newest_intact_checkpoint,
     remove_stale_temporaries,
 )
-from chainrule.core import console, stop_signals
+from chainrule.core import console, stop_signals, training_length
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ def fit(
     trainer: L.Trainer, task: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig
 ) -> None:
     """`trainer.fit`, continuing the run directory's own training from its newest intact checkpoint if it
-    has one. A run that finished training continues only when its limits (trainer.max_epochs, max_steps,
-    max_time) change; otherwise it ends at once."""
+    has one. A run that finished training continues only when a continuation changes how long it is asked
+    to train (core.training_length); otherwise it ends at once."""
     run_dir = cfg.paths.output_dir
     record, limits = finished(run_dir), training_limits(cfg)
     if record is not None and record.get("limits") == limits:
@@ -58,18 +58,18 @@ def fit(
                 raise
             stopped_by_sigterm(trainer, run_dir, error)
     if record is not None and record.get("global_step") == trainer.global_step:  # its record stays as it is
-        console.say(f"training of {run_dir} finished already ({record.get('stopped')}); pass a larger "
-                    f"trainer.max_epochs or trainer.max_steps to train it further")
+        console.say(f"training of {run_dir} finished already ({record.get('stopped')}); change "
+                    f"{training_length.in_words()} to train it further")
     elif trainer.state.status == TrainerStatus.FINISHED and trainer.is_global_zero:
         mark_finished(run_dir, best_checkpoint(trainer, run_dir), trainer.global_step, stop_reason(trainer),
                       limits)
 
 
 def training_limits(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that say how long to train. A finished run trains on only when a continuation changes
-    one of them."""
+    """How long this run is asked to train (core.training_length): a finished run trains on only when a
+    continuation changes one of these."""
     return {key: OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
-            for key in ("max_epochs", "max_steps", "max_time") for value in [cfg.trainer.get(key)]}
+            for key in training_length.TRAINING_LIMITS for value in [OmegaConf.select(cfg, key)]}
 
 
 def stopped_by_sigterm(trainer: L.Trainer, run_dir: str | Path, error: BaseException) -> NoReturn:
